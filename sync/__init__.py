@@ -1,0 +1,1 @@
+"""phala-sync: keeps a SQL history of a Phala Cloud fleet."""

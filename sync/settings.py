@@ -1,0 +1,87 @@
+"""Settings: one class, read from flags, the environment or a ``.env`` file, built at the edges.
+
+The API key and base URL use the official SDKs' variable names (``PHALA_CLOUD_API_KEY``,
+``PHALA_CLOUD_API_PREFIX``); everything else is ``PHALA_SYNC_<FIELD>``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sync.errors import UnknownVersionError
+
+DEFAULT_BASE_URL = "https://cloud-api.phala.com/api/v1"
+DEFAULT_DATABASE_URL = "sqlite:///phala-sync.db"
+
+ValidationPolicy = Literal["strict", "quarantine"]
+
+
+class Settings(BaseSettings):
+    """Everything a sync run needs to know. Secrets are ``SecretStr`` and never printed."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PHALA_SYNC_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PHALA_CLOUD_API_KEY", "api_key"),
+        description="Phala Cloud API key (phak_...), sent as X-API-Key.",
+    )
+    base_url: str = Field(
+        default=DEFAULT_BASE_URL,
+        validation_alias=AliasChoices("PHALA_CLOUD_API_PREFIX", "base_url"),
+        description="API base URL, up to and including /api/v1.",
+    )
+    api_version: str = Field(default="2026-01-21", description="Pinned X-Phala-Version.")
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, description="SQLAlchemy database URL.")
+    target: str = Field(
+        default="default",
+        min_length=1,
+        max_length=100,
+        description="Name of this sync target (one per API key); deletions are inferred per target.",
+    )
+    page_size: int = Field(default=100, ge=1, le=100, description="Items per page (1-100).")
+    concurrency: int = Field(default=4, ge=1, le=32, description="Pages fetched at once.")
+    validation_policy: ValidationPolicy = Field(
+        default="quarantine", description="strict: any invalid item fails the run."
+    )
+    max_invalid_share: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="quarantine policy: the run fails when more than this share of items is invalid.",
+    )
+    timeout: float = Field(default=30.0, gt=0, description="Per-request timeout in seconds.")
+    max_attempts: int = Field(default=6, ge=1, le=50, description="Attempts per request.")
+    retry_budget: float = Field(
+        default=60.0, gt=0, description="Seconds a request may spend retrying before giving up."
+    )
+    backoff_base: float = Field(default=0.5, gt=0, description="First retry delay in seconds.")
+    backoff_max: float = Field(default=15.0, gt=0, description="Longest retry delay in seconds.")
+    lock_timeout: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds to wait for another run's lock before giving up (0: exit at once).",
+    )
+
+    @field_validator("api_version")
+    @classmethod
+    def _known_version(cls, value: str) -> str:
+        from sync.versions import KNOWN_VERSIONS
+
+        if value not in KNOWN_VERSIONS:
+            raise UnknownVersionError(value, list(KNOWN_VERSIONS))
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
