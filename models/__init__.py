@@ -1,0 +1,38 @@
+"""SQLAlchemy tables of phala-sync (the public SQL contract is described in docs/schema.md)."""
+
+from models.base import Base, UTCDateTime, table_of
+from models.entities import (
+    App,
+    AppCvm,
+    AppHistory,
+    Creator,
+    CreatorHistory,
+    Cvm,
+    CvmHistory,
+    Node,
+    NodeHistory,
+    Workspace,
+    WorkspaceHistory,
+)
+from models.runs import ChangeEvent, QuarantinedItem, StagedRecord, SyncRun
+
+__all__ = [
+    "App",
+    "AppCvm",
+    "AppHistory",
+    "Base",
+    "ChangeEvent",
+    "Creator",
+    "CreatorHistory",
+    "Cvm",
+    "CvmHistory",
+    "Node",
+    "NodeHistory",
+    "QuarantinedItem",
+    "StagedRecord",
+    "SyncRun",
+    "UTCDateTime",
+    "Workspace",
+    "WorkspaceHistory",
+    "table_of",
+]

@@ -8,6 +8,16 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from sync.store.engine import make_engine, normalize_database_url
+from sync.store.migrate import upgrade
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="phala-sync-prefect-")
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
@@ -22,3 +32,71 @@ os.environ.pop("PHALA_CLOUD_API_KEY", None)
 os.environ.pop("PHALA_CLOUD_API_PREFIX", None)
 
 DEFAULT_TEST_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def postgres_base_url() -> str:
+    return os.environ.get("PHALA_SYNC_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES_URL)
+
+
+_pg_state: dict[str, str | None] = {}
+
+
+def postgres_unavailable_reason() -> str | None:
+    """None when the test PostgreSQL answers, else why not (checked once per session)."""
+    if "reason" not in _pg_state:
+        url = postgres_base_url()
+        try:
+            probe = create_engine(normalize_database_url(url), connect_args={"connect_timeout": 3})
+            with probe.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            probe.dispose()
+            _pg_state["reason"] = None
+        except Exception as exc:
+            _pg_state["reason"] = (
+                f"PostgreSQL at {make_url(url).render_as_string(hide_password=True)} "
+                f"unreachable ({type(exc).__name__}); set PHALA_SYNC_TEST_POSTGRES_URL"
+            )
+    return _pg_state["reason"]
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL whose connections use a fresh, private schema (dropped afterwards)."""
+    reason = postgres_unavailable_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {reason}")
+        pytest.skip(reason)
+    base = postgres_base_url()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalize_database_url(base))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'phala-sync.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using it runs twice: on SQLite and on the real PostgreSQL."""
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on a database migrated to head by the real Alembic chain."""
+    eng = make_engine(database_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()

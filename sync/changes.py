@@ -1,0 +1,86 @@
+"""Change tracking as pure functions: canonical bytes, content hashes, merge and diff.
+
+A record's *known fields* (``Record.known_fields()``) leave out what the pinned API version does not
+carry, so merging an observation into the stored state only ever touches fields the API reported:
+a version switch is never a change. Values are compared after a JSON round trip, exactly as they
+are staged and stored, so equal values always compare equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+_HASH_BYTES = 16
+
+
+def dumps_fields(fields: Mapping[str, Any]) -> bytes:
+    """Canonical JSON bytes of a field mapping: sorted keys, datetimes as RFC 3339 in UTC."""
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)
+
+
+def observed_hash(fields_json: bytes, raw: bytes | None) -> str:
+    """Hash of one observation: its canonical fields and its raw payload.
+
+    Two sightings with equal hashes need no write at all; a payload that differs only in fields the
+    models do not read still changes the hash, so the stored raw JSON stays the last one seen.
+    """
+    h = hashlib.blake2b(fields_json, digest_size=_HASH_BYTES)
+    if raw is not None:
+        h.update(b"\x00")
+        h.update(raw)
+    return h.hexdigest()
+
+
+def state_hash(state: Mapping[str, Any]) -> str:
+    """Hash of a stored state (every column, unknown ones as stored)."""
+    return hashlib.blake2b(dumps_fields(state), digest_size=_HASH_BYTES).hexdigest()
+
+
+def loads_fields(text: str | bytes, datetime_fields: Iterable[str]) -> dict[str, Any]:
+    """Inverse of :func:`dumps_fields`, turning the named fields back into aware datetimes."""
+    fields: dict[str, Any] = orjson.loads(text)
+    for name in datetime_fields:
+        value = fields.get(name)
+        if isinstance(value, str):
+            fields[name] = datetime.fromisoformat(value)
+    return fields
+
+
+def jsonable(value: Any) -> Any:
+    """A value as change events store it (datetimes as ISO 8601 text)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def diff(stored: Mapping[str, Any], observed: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The fields of ``observed`` whose value differs from ``stored``: {field: {old, new}}.
+
+    Only observed (known) fields are compared; a field absent from ``observed`` is unknown to the
+    pinned version and never a change.
+    """
+    changes: dict[str, dict[str, Any]] = {}
+    for name, new in observed.items():
+        old = stored.get(name)
+        if old != new:
+            changes[name] = {"old": jsonable(old), "new": jsonable(new)}
+    return changes
+
+
+def created_changes(observed: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The change listing of a new entity: every known field, from null to its value."""
+    return {name: {"old": None, "new": jsonable(value)} for name, value in observed.items()}
+
+
+def merge(stored: Mapping[str, Any], observed: Mapping[str, Any]) -> dict[str, Any]:
+    """The new state: the stored one with every observed (known) field replaced."""
+    state = dict(stored)
+    state.update(observed)
+    return state

@@ -1,0 +1,355 @@
+"""Apply one run's staged records to the inventory, atomically, on the caller's connection.
+
+For each entity type (parents first), staged records are compared with the stored rows:
+
+- the observation hash equals the stored one: unchanged, and nothing is written but the
+  ``last_seen`` bookkeeping (one set-based UPDATE per table);
+- no stored row: ``created`` (row, first history row, event listing every known field);
+- a stored row marked deleted: ``restored`` (history resumes; the event lists changed fields);
+- otherwise the known fields are diffed: an ``updated`` event with every changed field, the open
+  history row closed and a new one opened; no field changed (a version switch, or a payload change
+  in fields the models do not read) only refreshes the stored hash and raw JSON.
+
+Deletions are inferred only for listed entity types (CVMs, apps), only within the run's target,
+and only when the run's listing was complete; quarantined items that name an id are never deleted.
+Nothing here commits: the caller owns the transaction, so a failure leaves no trace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    String,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+
+from models import AppCvm, ChangeEvent, QuarantinedItem, StagedRecord, table_of
+from sync.changes import created_changes, diff, loads_fields, merge, state_hash
+from sync.records import EntityType
+from sync.store.specs import APP_MEMBERS, APPLY_ORDER, SPECS, EntitySpec
+
+CHUNK = 2000
+
+_S = table_of(StagedRecord).c
+_Q = table_of(QuarantinedItem).c
+_EVENTS = table_of(ChangeEvent)
+_MEMBERS = table_of(AppCvm)
+
+
+@dataclass
+class EntityCounts:
+    seen: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    restored: int = 0
+    unchanged: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _staged_key(spec: EntitySpec) -> ColumnElement[Any]:
+    """The stored key as the text staging holds it."""
+    col = spec.key_column
+    return cast(col, String) if spec.entity_type == "node" else col
+
+
+@dataclass
+class _Batch:
+    """The writes of one chunk, executed together."""
+
+    inserts: list[dict[str, Any]]
+    updates: list[dict[str, Any]]
+    refreshes: list[dict[str, Any]]
+    closes: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    members: dict[str, list[str]]
+
+
+def _new_batch() -> _Batch:
+    return _Batch([], [], [], [], [], [], {})
+
+
+class _EntityApplier:
+    def __init__(
+        self, conn: Connection, spec: EntitySpec, run_id: int, target: str, now: datetime
+    ) -> None:
+        self.conn = conn
+        self.spec = spec
+        self.run_id = run_id
+        self.target = target
+        self.now = now
+        self.counts = EntityCounts()
+        t = spec.table
+        self._key_param = "b_key"
+        # executemany UPDATEs: the SET clause comes from the keys of the parameter dicts.
+        self._update_stmt = update(t).where(spec.key_column == bindparam(self._key_param))
+        h = spec.history
+        self._close_stmt = (
+            update(h)
+            .where(h.c[spec.key] == bindparam(self._key_param), h.c.valid_to.is_(None))
+            .values(valid_to=self.now)
+        )
+
+    # ------------------------------------------------------------------------------ observed
+    def apply_staged(self) -> None:
+        spec, t = self.spec, self.spec.table
+        staged_key = _staged_key(spec)
+        self.counts.seen = int(
+            self.conn.execute(
+                select(func.count()).where(
+                    _S.run_id == self.run_id, _S.entity_type == spec.entity_type
+                )
+            ).scalar_one()
+        )
+        after = ""
+        while True:
+            rows = self.conn.execute(
+                select(
+                    _S.entity_id,
+                    _S.observed_hash,
+                    _S.fields_json,
+                    _S.raw_json,
+                    spec.key_column.label("cur_key"),
+                )
+                .select_from(table_of(StagedRecord).outerjoin(t, staged_key == _S.entity_id))
+                .where(
+                    _S.run_id == self.run_id,
+                    _S.entity_type == spec.entity_type,
+                    _S.entity_id > after,
+                    or_(
+                        spec.key_column.is_(None),
+                        t.c.observed_hash != _S.observed_hash,
+                        t.c.deleted_at.is_not(None),
+                    ),
+                )
+                .order_by(_S.entity_id)
+                .limit(CHUNK)
+            ).all()
+            if not rows:
+                break
+            after = rows[-1].entity_id
+            existing = [spec.key_value(r.entity_id) for r in rows if r.cur_key is not None]
+            current: dict[str, Any] = {}
+            if existing:
+                for row in self.conn.execute(select(t).where(spec.key_column.in_(existing))):
+                    current[str(row._mapping[spec.key])] = row._mapping
+            batch = _new_batch()
+            for r in rows:
+                observed = loads_fields(r.fields_json, spec.datetime_fields)
+                self._one(
+                    batch,
+                    r.entity_id,
+                    r.observed_hash,
+                    observed,
+                    r.raw_json,
+                    current.get(r.entity_id),
+                )
+            self._flush(batch)
+        self.counts.unchanged = (
+            self.counts.seen - self.counts.created - self.counts.updated - self.counts.restored
+        )
+        self._touch_seen()
+
+    def _one(
+        self,
+        batch: _Batch,
+        entity_id: str,
+        obs_hash: str,
+        observed: dict[str, Any],
+        raw: str | None,
+        cur: Any,
+    ) -> None:
+        spec = self.spec
+        key = spec.key_value(entity_id)
+        if cur is None:
+            state = dict.fromkeys(spec.fields)
+            state.update(observed)
+            change_type, changes = "created", created_changes(observed)
+        else:
+            stored = {f: cur[f] for f in spec.fields}
+            state = merge(stored, observed)
+            changes = diff(stored, observed)
+            if cur["deleted_at"] is not None:
+                change_type = "restored"
+            elif changes:
+                change_type = "updated"
+            else:
+                batch.refreshes.append(
+                    {self._key_param: key, "observed_hash": obs_hash, "raw_json": raw}
+                )
+                return
+        if self.spec.scoped:
+            state["target"] = self.target
+        content = state_hash(state)
+        if cur is None:
+            self.counts.created += 1
+            batch.inserts.append(
+                {
+                    spec.key: key,
+                    **state,
+                    "first_seen_at": self.now,
+                    "last_seen_at": self.now,
+                    "first_seen_run_id": self.run_id,
+                    "last_seen_run_id": self.run_id,
+                    "deleted_at": None,
+                    "content_hash": content,
+                    "observed_hash": obs_hash,
+                    "raw_json": raw,
+                }
+            )
+        else:
+            if change_type == "restored":
+                self.counts.restored += 1
+            else:
+                self.counts.updated += 1
+                batch.closes.append({self._key_param: key})
+            batch.updates.append(
+                {
+                    self._key_param: key,
+                    **state,
+                    "deleted_at": None,
+                    "content_hash": content,
+                    "observed_hash": obs_hash,
+                    "raw_json": raw,
+                }
+            )
+        batch.history.append(
+            {
+                spec.key: key,
+                **state,
+                "valid_from": self.now,
+                "valid_to": None,
+                "run_id": self.run_id,
+                "content_hash": content,
+            }
+        )
+        batch.events.append(self._event(entity_id, change_type, changes))
+        if spec.entity_type == "app" and APP_MEMBERS in observed:
+            batch.members[entity_id] = list(observed[APP_MEMBERS] or [])
+
+    def _event(self, entity_id: str, change_type: str, changes: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "entity_type": self.spec.entity_type,
+            "entity_id": entity_id,
+            "change_type": change_type,
+            "changes": changes,
+            "observed_at": self.now,
+        }
+
+    def _flush(self, b: _Batch) -> None:
+        c, spec = self.conn, self.spec
+        if b.inserts:
+            c.execute(insert(spec.table), b.inserts)
+        if b.updates:
+            c.execute(self._update_stmt, b.updates)
+        if b.refreshes:
+            c.execute(self._update_stmt, b.refreshes)
+        if b.closes:
+            c.execute(self._close_stmt, b.closes)
+        if b.history:
+            c.execute(insert(spec.history), b.history)
+        if b.events:
+            c.execute(insert(_EVENTS), b.events)
+        if b.members:
+            c.execute(delete(_MEMBERS).where(_MEMBERS.c.app_id.in_(list(b.members))))
+            pairs = [
+                {"app_id": app_id, "vm_uuid": vm}
+                for app_id, vms in b.members.items()
+                for vm in sorted(set(vms))
+            ]
+            if pairs:
+                c.execute(insert(_MEMBERS), pairs)
+
+    def _touch_seen(self) -> None:
+        spec = self.spec
+        values: dict[str, Any] = {"last_seen_at": self.now, "last_seen_run_id": self.run_id}
+        if spec.scoped:
+            values["target"] = self.target
+        seen = select(_S.entity_id).where(
+            _S.run_id == self.run_id, _S.entity_type == spec.entity_type
+        )
+        self.conn.execute(update(spec.table).where(_staged_key(spec).in_(seen)).values(values))
+
+    # ------------------------------------------------------------------------------ deletions
+    def infer_deletions(self, endpoint: str) -> None:
+        spec, t = self.spec, self.spec.table
+        key = spec.key_column
+        staged = exists().where(
+            _S.run_id == self.run_id, _S.entity_type == spec.entity_type, _S.entity_id == key
+        )
+        held = exists().where(
+            _Q.run_id == self.run_id, _Q.endpoint == endpoint, _Q.entity_id == key
+        )
+        gone = [
+            row[0]
+            for row in self.conn.execute(
+                select(key)
+                .where(t.c.target == self.target, t.c.deleted_at.is_(None), ~staged, ~held)
+                .order_by(key)
+            )
+        ]
+        for start in range(0, len(gone), CHUNK):
+            chunk = gone[start : start + CHUNK]
+            self.conn.execute(update(t).where(key.in_(chunk)).values(deleted_at=self.now))
+            self.conn.execute(
+                update(spec.history)
+                .where(spec.history.c[spec.key].in_(chunk), spec.history.c.valid_to.is_(None))
+                .values(valid_to=self.now)
+            )
+            self.conn.execute(insert(_EVENTS), [self._event(str(k), "deleted", {}) for k in chunk])
+            if spec.entity_type == "app":
+                self.conn.execute(delete(_MEMBERS).where(_MEMBERS.c.app_id.in_(chunk)))
+        self.counts.deleted = len(gone)
+
+
+def dedupe_staging(conn: Connection, run_id: int) -> None:
+    """Keep only the last sighting of each entity (offset drift can show an item twice)."""
+    keep = (
+        select(func.max(_S.id))
+        .where(_S.run_id == run_id)
+        .group_by(_S.entity_type, _S.entity_id)
+        .scalar_subquery()
+    )
+    conn.execute(delete(table_of(StagedRecord)).where(_S.run_id == run_id, _S.id.not_in(keep)))
+
+
+def apply_staged(
+    conn: Connection,
+    *,
+    run_id: int,
+    target: str,
+    now: datetime,
+    complete: dict[EntityType, bool],
+) -> dict[EntityType, EntityCounts]:
+    """Apply every staged record of ``run_id``; infer deletions where ``complete`` says so."""
+    dedupe_staging(conn, run_id)
+    counts: dict[EntityType, EntityCounts] = {}
+    endpoints = {"cvm": "cvms", "app": "apps"}
+    for entity_type in APPLY_ORDER:
+        applier = _EntityApplier(conn, SPECS[entity_type], run_id, target, now)
+        applier.apply_staged()
+        if SPECS[entity_type].scoped and complete.get(entity_type, False):
+            applier.infer_deletions(endpoints[entity_type])
+        counts[entity_type] = applier.counts
+    conn.execute(delete(table_of(StagedRecord)).where(_S.run_id == run_id))
+    return counts
+
+
+__all__ = ["CHUNK", "EntityCounts", "apply_staged", "dedupe_staging"]

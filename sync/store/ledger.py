@@ -1,0 +1,72 @@
+"""The run ledger (``sync_runs``): start, succeed (inside the apply transaction), fail, abandon."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from models import SyncRun, table_of
+from sync.store.staging import clear_staging
+
+_RUNS = table_of(SyncRun)
+MAX_ERROR_CHARS = 4000
+
+
+def start_run(engine: Engine, *, target: str, api_version: str, now: datetime) -> int:
+    """Open a ``running`` ledger row and return its id (committed at once, so it is visible)."""
+    with engine.begin() as conn:
+        return int(
+            conn.execute(
+                insert(_RUNS)
+                .values(target=target, api_version=api_version, status="running", started_at=now)
+                .returning(_RUNS.c.id)
+            ).scalar_one()
+        )
+
+
+def close_abandoned(engine: Engine, *, now: datetime, by_run: int | None = None) -> list[int]:
+    """Mark ``running`` rows left by a process that died as failed; drop their staged rows.
+
+    Called with the run lock held, so no other run can be in progress.
+    """
+    with engine.begin() as conn:
+        where = _RUNS.c.status == "running"
+        if by_run is not None:
+            where = where & (_RUNS.c.id != by_run)
+        ids = [int(i) for i in conn.execute(select(_RUNS.c.id).where(where)).scalars()]
+        if ids:
+            note = "abandoned: the process ended before the run finished"
+            if by_run is not None:
+                note += f" (closed by run {by_run})"
+            conn.execute(
+                update(_RUNS)
+                .where(_RUNS.c.id.in_(ids))
+                .values(status="failed", finished_at=now, error=note)
+            )
+    clear_staging(engine, ids)
+    return ids
+
+
+def finish_run(conn: Connection, run_id: int, *, now: datetime, values: Mapping[str, Any]) -> None:
+    """Mark the run succeeded with its counts, on the apply transaction's connection."""
+    conn.execute(
+        update(_RUNS)
+        .where(_RUNS.c.id == run_id)
+        .values(status="succeeded", finished_at=now, error=None, **values)
+    )
+
+
+def fail_run(
+    engine: Engine, run_id: int, *, now: datetime, error: str, values: Mapping[str, Any]
+) -> None:
+    """Mark the run failed with its reason (its own transaction) and drop its staged rows."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(_RUNS)
+            .where(_RUNS.c.id == run_id)
+            .values(status="failed", finished_at=now, error=error[:MAX_ERROR_CHARS], **values)
+        )
+    clear_staging(engine, [run_id])
