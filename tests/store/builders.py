@@ -163,10 +163,11 @@ def run_with(
     target: str = "default",
     complete: bool = True,
     quarantined: list[QuarantinedItem] | None = None,
+    lock_timeout: float = 0.0,
 ) -> RunSummary:
     """One run whose fetch stage is replaced by staging the given bundles directly."""
     settings = Settings(target=target, database_url=str(engine.url))
-    with run_lock(engine):
+    with run_lock(engine, timeout=lock_timeout):
         run_id, started = open_run(engine, settings)
         stager = Stager(engine, run_id)
         stager.cvm_page(cvm_page(cvms, quarantined=quarantined))
