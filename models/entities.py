@@ -2,8 +2,7 @@
 
 Column names equal the canonical record fields in ``sync.records`` (the store maps them 1:1).
 Every entity row carries bookkeeping columns: ``first_seen_at``/``last_seen_at``, the run ids,
-``deleted_at`` (NULL while the entity exists), ``content_hash`` (hash of the stored state),
-``observed_hash`` (hash of the last observed record and raw payload, so an unchanged item costs no
+``deleted_at`` (NULL while the entity exists), ``observed_hash`` (hash of the last observed record and raw payload, so an unchanged item costs no
 write) and ``raw_json`` (the last payload as received, so fields the models do not know are kept).
 
 History tables hold one row per distinct state: ``valid_from`` <= t < ``valid_to`` (NULL for the
@@ -28,7 +27,6 @@ class _Tracked:
     first_seen_run_id: Mapped[int]
     last_seen_run_id: Mapped[int]
     deleted_at: Mapped[datetime | None]
-    content_hash: Mapped[str] = mapped_column(Text)
     observed_hash: Mapped[str] = mapped_column(Text)
     raw_json: Mapped[str | None] = mapped_column(Text)
 
@@ -40,7 +38,6 @@ class _Versioned:
     valid_from: Mapped[datetime]
     valid_to: Mapped[datetime | None]
     run_id: Mapped[int] = mapped_column(ForeignKey("sync_runs.id"))
-    content_hash: Mapped[str] = mapped_column(Text)
 
 
 # ---------------------------------------------------------------------------------------- nodes

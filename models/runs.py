@@ -91,6 +91,7 @@ class StagedRecord(Base):
     entity_id: Mapped[str]
     pass_no: Mapped[int]
     observed_hash: Mapped[str] = mapped_column(Text)
-    fields_json: Mapped[str] = mapped_column(Text)
+    # NULL when the stored row already has this observed_hash: nothing to apply but "seen".
+    fields_json: Mapped[str | None] = mapped_column(Text)
     raw_json: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (Index("ix_sync_staging_run_entity", "run_id", "entity_type", "entity_id"),)

@@ -36,11 +36,6 @@ def observed_hash(fields_json: bytes, raw: bytes | None) -> str:
     return h.hexdigest()
 
 
-def state_hash(state: Mapping[str, Any]) -> str:
-    """Hash of a stored state (every column, unknown ones as stored)."""
-    return hashlib.blake2b(dumps_fields(state), digest_size=_HASH_BYTES).hexdigest()
-
-
 def loads_fields(text: str | bytes, datetime_fields: Iterable[str]) -> dict[str, Any]:
     """Inverse of :func:`dumps_fields`, turning the named fields back into aware datetimes."""
     fields: dict[str, Any] = orjson.loads(text)

@@ -47,7 +47,7 @@ class Unknown:
 UNKNOWN: Final = Unknown()
 
 T = TypeVar("T")
-#: A value the version may not carry: ``Known[str | None]`` is a string, an explicit null, or UNKNOWN.
+#: A value the version may not carry: ``Known[str | None]`` is a string, a null, or UNKNOWN.
 Known: TypeAlias = T | Unknown
 
 EntityType = Literal["cvm", "node", "workspace", "creator", "app"]
@@ -60,7 +60,7 @@ def normalize_vm_uuid(value: str) -> str:
 
 
 def memory_gb_to_mb(memory_in_gb: float | None) -> int | None:
-    """Convert ``memory_in_gb`` (float GB) to integer MB: x 1024, rounded to nearest, halves to even."""
+    """``memory_in_gb`` (float GB) as integer MB: x 1024, rounded to nearest, halves to even."""
     if memory_in_gb is None:
         return None
     return round(memory_in_gb * 1024)
@@ -79,15 +79,18 @@ class Record:
 
     def known_fields(self) -> dict[str, Any]:
         """Every field the version carries, UNKNOWN ones left out, in declaration order."""
-        return {
-            f.name: v
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
-            if (v := getattr(self, f.name)) is not UNKNOWN
-        }
+        return {name: v for name in self.field_names() if (v := getattr(self, name)) is not UNKNOWN}
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        names: tuple[str, ...] | None = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+            _FIELD_NAMES[cls] = names
+        return names
+
+
+_FIELD_NAMES: dict[type[Record], tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

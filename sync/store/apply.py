@@ -37,13 +37,15 @@ from sqlalchemy import (
 )
 
 from models import AppCvm, ChangeEvent, QuarantinedItem, StagedRecord, table_of
-from sync.changes import created_changes, diff, loads_fields, merge, state_hash
+from sync.changes import created_changes, diff, loads_fields, merge
 from sync.records import EntityType
+from sync.store.bulk import bulk_insert
 from sync.store.specs import APP_MEMBERS, APPLY_ORDER, SPECS, EntitySpec
 
 CHUNK = 2000
 
-_S = table_of(StagedRecord).c
+_STAGING = table_of(StagedRecord)
+_S = _STAGING.c
 _Q = table_of(QuarantinedItem).c
 _EVENTS = table_of(ChangeEvent)
 _MEMBERS = table_of(AppCvm)
@@ -108,8 +110,7 @@ class _EntityApplier:
 
     # ------------------------------------------------------------------------------ observed
     def apply_staged(self) -> None:
-        spec, t = self.spec, self.spec.table
-        staged_key = _staged_key(spec)
+        spec = self.spec
         self.counts.seen = int(
             self.conn.execute(
                 select(func.count()).where(
@@ -117,54 +118,59 @@ class _EntityApplier:
                 )
             ).scalar_one()
         )
+        self._apply_chunks(new=False)
+        self._apply_chunks(new=True)
+        self.counts.unchanged = (
+            self.counts.seen - self.counts.created - self.counts.updated - self.counts.restored
+        )
+        self._touch_seen()
+
+    def _apply_chunks(self, *, new: bool) -> None:
+        """Walk the staged records that need work (new ones, or stored ones that differ)."""
+        spec, t = self.spec, self.spec.table
+        join = _staged_key(spec) == _S.entity_id
+        needs_work: ColumnElement[bool]
+        if new:
+            source = _STAGING.outerjoin(t, join)
+            needs_work = spec.key_column.is_(None)
+        else:
+            source = _STAGING.join(t, join)
+            needs_work = or_(t.c.observed_hash != _S.observed_hash, t.c.deleted_at.is_not(None))
         after = ""
         while True:
             rows = self.conn.execute(
-                select(
-                    _S.entity_id,
-                    _S.observed_hash,
-                    _S.fields_json,
-                    _S.raw_json,
-                    spec.key_column.label("cur_key"),
-                )
-                .select_from(table_of(StagedRecord).outerjoin(t, staged_key == _S.entity_id))
+                select(_S.entity_id, _S.observed_hash, _S.fields_json, _S.raw_json)
+                .select_from(source)
                 .where(
                     _S.run_id == self.run_id,
                     _S.entity_type == spec.entity_type,
                     _S.entity_id > after,
-                    or_(
-                        spec.key_column.is_(None),
-                        t.c.observed_hash != _S.observed_hash,
-                        t.c.deleted_at.is_not(None),
-                    ),
+                    needs_work,
                 )
                 .order_by(_S.entity_id)
                 .limit(CHUNK)
             ).all()
             if not rows:
-                break
+                return
             after = rows[-1].entity_id
-            existing = [spec.key_value(r.entity_id) for r in rows if r.cur_key is not None]
             current: dict[str, Any] = {}
-            if existing:
-                for row in self.conn.execute(select(t).where(spec.key_column.in_(existing))):
+            if not new:
+                keys = [spec.key_value(r.entity_id) for r in rows]
+                for row in self.conn.execute(select(t).where(spec.key_column.in_(keys))):
                     current[str(row._mapping[spec.key])] = row._mapping
             batch = _new_batch()
             for r in rows:
+                if r.fields_json is None:
+                    raise RuntimeError(
+                        f"staged {spec.entity_type} {r.entity_id} has no payload but differs "
+                        "from the stored row: the run lock was not held"
+                    )
                 observed = loads_fields(r.fields_json, spec.datetime_fields)
                 self._one(
-                    batch,
-                    r.entity_id,
-                    r.observed_hash,
-                    observed,
-                    r.raw_json,
+                    batch, r.entity_id, r.observed_hash, observed, r.raw_json,
                     current.get(r.entity_id),
-                )
+                )  # fmt: skip
             self._flush(batch)
-        self.counts.unchanged = (
-            self.counts.seen - self.counts.created - self.counts.updated - self.counts.restored
-        )
-        self._touch_seen()
 
     def _one(
         self,
@@ -196,7 +202,6 @@ class _EntityApplier:
                 return
         if self.spec.scoped:
             state["target"] = self.target
-        content = state_hash(state)
         if cur is None:
             self.counts.created += 1
             batch.inserts.append(
@@ -208,7 +213,6 @@ class _EntityApplier:
                     "first_seen_run_id": self.run_id,
                     "last_seen_run_id": self.run_id,
                     "deleted_at": None,
-                    "content_hash": content,
                     "observed_hash": obs_hash,
                     "raw_json": raw,
                 }
@@ -224,7 +228,6 @@ class _EntityApplier:
                     self._key_param: key,
                     **state,
                     "deleted_at": None,
-                    "content_hash": content,
                     "observed_hash": obs_hash,
                     "raw_json": raw,
                 }
@@ -236,7 +239,6 @@ class _EntityApplier:
                 "valid_from": self.now,
                 "valid_to": None,
                 "run_id": self.run_id,
-                "content_hash": content,
             }
         )
         batch.events.append(self._event(entity_id, change_type, changes))
@@ -256,7 +258,7 @@ class _EntityApplier:
     def _flush(self, b: _Batch) -> None:
         c, spec = self.conn, self.spec
         if b.inserts:
-            c.execute(insert(spec.table), b.inserts)
+            bulk_insert(c, spec.table, b.inserts)
         if b.updates:
             c.execute(self._update_stmt, b.updates)
         if b.refreshes:
@@ -264,9 +266,9 @@ class _EntityApplier:
         if b.closes:
             c.execute(self._close_stmt, b.closes)
         if b.history:
-            c.execute(insert(spec.history), b.history)
+            bulk_insert(c, spec.history, b.history)
         if b.events:
-            c.execute(insert(_EVENTS), b.events)
+            bulk_insert(c, _EVENTS, b.events)
         if b.members:
             c.execute(delete(_MEMBERS).where(_MEMBERS.c.app_id.in_(list(b.members))))
             pairs = [
@@ -327,7 +329,7 @@ def dedupe_staging(conn: Connection, run_id: int) -> None:
         .group_by(_S.entity_type, _S.entity_id)
         .scalar_subquery()
     )
-    conn.execute(delete(table_of(StagedRecord)).where(_S.run_id == run_id, _S.id.not_in(keep)))
+    conn.execute(delete(_STAGING).where(_S.run_id == run_id, _S.id.not_in(keep)))
 
 
 def apply_staged(
@@ -348,7 +350,7 @@ def apply_staged(
         if SPECS[entity_type].scoped and complete.get(entity_type, False):
             applier.infer_deletions(endpoints[entity_type])
         counts[entity_type] = applier.counts
-    conn.execute(delete(table_of(StagedRecord)).where(_S.run_id == run_id))
+    conn.execute(delete(_STAGING).where(_S.run_id == run_id))
     return counts
 
 

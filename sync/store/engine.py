@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -59,13 +60,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _json_serializer(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def make_engine(url: str | URL) -> Engine:
     """An engine for ``url`` (see :func:`normalize_database_url`); no connection is made yet."""
     parsed = normalize_database_url(
         url.render_as_string(hide_password=False) if isinstance(url, URL) else url
     )
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(parsed)
+        engine = create_engine(parsed, json_serializer=_json_serializer)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(parsed, pool_pre_ping=True)
+    return create_engine(parsed, pool_pre_ping=True, json_serializer=_json_serializer)

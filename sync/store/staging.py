@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, delete, func, insert, select
 
 from models import QuarantinedItem as QuarantinedRow
 from models import StagedRecord, table_of
 from sync.changes import dumps_fields, observed_hash
 from sync.pages import Page, QuarantinedItem
 from sync.records import AppBundle, CvmBundle, Record
-from sync.store.specs import APP_MEMBERS
+from sync.store.bulk import copy_rows
+from sync.store.specs import APP_MEMBERS, SPECS, EntitySpec
 
 _STAGING = table_of(StagedRecord)
 _QUARANTINE = table_of(QuarantinedRow)
@@ -34,7 +35,7 @@ _COLUMNS = (
     "raw_json",
 )
 
-StagedRow = tuple[int, str, str, int, str, str, str | None]
+StagedRow = tuple[int, str, str, int, str, str | None, str | None]
 
 
 def staged_row(
@@ -68,19 +69,20 @@ class Stager:
     engine: Engine
     run_id: int
     pass_no: int = 1
-    _refs: dict[tuple[str, str], str] = field(default_factory=dict)
+    _refs: dict[tuple[str, str], Record] = field(default_factory=dict)
 
     def cvm_page(self, page: Page[CvmBundle]) -> None:
         rows: list[StagedRow] = []
+        refs = self._refs
         for b in page.items:
             rows.append(staged_row(self.run_id, self.pass_no, b.cvm, b.raw))
             for ref in (b.node, b.workspace, b.creator):
                 if ref is not None:
-                    row = staged_row(self.run_id, self.pass_no, ref, None)
-                    if self._refs.get((row[1], row[2])) != row[4]:
-                        self._refs[(row[1], row[2])] = row[4]
-                        rows.append(row)
-        self._write(rows, page.quarantined)
+                    key = (ref.entity_type, ref.key)
+                    if refs.get(key) != ref:
+                        refs[key] = ref
+                        rows.append(staged_row(self.run_id, self.pass_no, ref, None))
+        self._write(rows, page.quarantined, SPECS["cvm"])
 
     def app_page(self, page: Page[AppBundle]) -> None:
         rows: list[StagedRow] = []
@@ -88,19 +90,19 @@ class Stager:
             members = b.member_vm_uuids
             extra = {APP_MEMBERS: list(members)} if isinstance(members, tuple) else None
             rows.append(staged_row(self.run_id, self.pass_no, b.app, b.raw, extra))
-        self._write(rows, page.quarantined)
+        self._write(rows, page.quarantined, SPECS["app"])
 
-    def _write(self, rows: Sequence[StagedRow], quarantined: Sequence[QuarantinedItem]) -> None:
+    def _write(
+        self,
+        rows: Sequence[StagedRow],
+        quarantined: Sequence[QuarantinedItem],
+        listed: EntitySpec,
+    ) -> None:
         with self.engine.begin() as conn:
             if rows:
+                rows = _drop_unchanged_payloads(conn, listed, rows)
                 if conn.dialect.name == "postgresql":
-                    dbapi: Any = conn.connection.driver_connection
-                    with (
-                        dbapi.cursor() as cur,
-                        cur.copy(f"COPY sync_staging ({', '.join(_COLUMNS)}) FROM STDIN") as copy,
-                    ):
-                        for row in rows:
-                            copy.write_row(row)
+                    copy_rows(conn, _STAGING, _COLUMNS, rows)
                 else:
                     conn.execute(
                         insert(_STAGING), [dict(zip(_COLUMNS, r, strict=True)) for r in rows]
@@ -124,6 +126,36 @@ class Stager:
                         for q in quarantined
                     ],
                 )
+
+
+def _drop_unchanged_payloads(
+    conn: Connection, spec: EntitySpec, rows: Sequence[StagedRow]
+) -> Sequence[StagedRow]:
+    """Stage only the id and hash of listed items whose stored row has the same observed hash.
+
+    The run lock is held from fetch to apply, so the stored hash cannot change in between; apply
+    still compares hashes and never reads the payload of such a row.
+    """
+    keys = [spec.key_value(r[2]) for r in rows if r[1] == spec.entity_type]
+    if not keys:
+        return rows
+    t = spec.table
+    stored = {
+        str(k): h
+        for k, h in conn.execute(
+            select(spec.key_column, t.c.observed_hash).where(
+                spec.key_column.in_(keys), t.c.deleted_at.is_(None)
+            )
+        )
+    }
+    if not stored:
+        return rows
+    return [
+        (r[0], r[1], r[2], r[3], r[4], None, None)
+        if r[1] == spec.entity_type and stored.get(r[2]) == r[4]
+        else r
+        for r in rows
+    ]
 
 
 def distinct_staged(engine: Engine, run_id: int, entity_type: str, pass_no: int) -> int:
