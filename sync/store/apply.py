@@ -10,8 +10,9 @@ For each entity type (parents first), staged records are compared with the store
   history row closed and a new one opened; no field changed (a version switch, or a payload change
   in fields the models do not read) only refreshes the stored hash and raw JSON.
 
-Deletions are inferred only for listed entity types (CVMs, apps), only within the run's target,
-and only when the run's listing was complete; quarantined items that name an id are never deleted.
+Deletions are inferred for listed entity types (CVMs, apps) only within the run's target and only
+when the run's listing was complete; quarantined items that name an id are never deleted. Nodes,
+workspaces and creators are references: deleted when no live CVM refers to them any more.
 Nothing here commits: the caller owns the transaction, so a failure leaves no trace.
 """
 
@@ -24,6 +25,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Select,
     String,
     bindparam,
     cast,
@@ -40,7 +42,7 @@ from models import AppCvm, ChangeEvent, QuarantinedItem, StagedRecord, table_of
 from sync.changes import created_changes, diff, loads_fields, merge
 from sync.records import EntityType
 from sync.store.bulk import bulk_insert
-from sync.store.specs import APP_MEMBERS, APPLY_ORDER, SPECS, EntitySpec
+from sync.store.specs import APP_MEMBERS, APPLY_ORDER, REFERENCE_TYPES, SPECS, EntitySpec
 
 CHUNK = 2000
 
@@ -291,6 +293,7 @@ class _EntityApplier:
 
     # ------------------------------------------------------------------------------ deletions
     def infer_deletions(self, endpoint: str) -> None:
+        """Listed entities of this target that a complete listing did not show are deleted."""
         spec, t = self.spec, self.spec.table
         key = spec.key_column
         staged = exists().where(
@@ -299,14 +302,33 @@ class _EntityApplier:
         held = exists().where(
             _Q.run_id == self.run_id, _Q.endpoint == endpoint, _Q.entity_id == key
         )
-        gone = [
-            row[0]
-            for row in self.conn.execute(
-                select(key)
-                .where(t.c.target == self.target, t.c.deleted_at.is_(None), ~staged, ~held)
-                .order_by(key)
-            )
-        ]
+        self._mark_deleted(
+            select(key)
+            .where(t.c.target == self.target, t.c.deleted_at.is_(None), ~staged, ~held)
+            .order_by(key)
+        )
+
+    def infer_orphans(self) -> None:
+        """A node, workspace or creator that no live CVM refers to any more is deleted.
+
+        The API has no listing of its own for them: they exist for us while a CVM refers to one.
+        One that a CVM refers to again is ``restored`` when it is next observed.
+        """
+        spec, t = self.spec, self.spec.table
+        cvms = SPECS["cvm"].table
+        referenced = exists().where(
+            cvms.c[spec.key] == spec.key_column, cvms.c.deleted_at.is_(None)
+        )
+        self._mark_deleted(
+            select(spec.key_column)
+            .where(t.c.deleted_at.is_(None), ~referenced)
+            .order_by(spec.key_column)
+        )
+
+    def _mark_deleted(self, query: Select[Any]) -> None:
+        spec, t = self.spec, self.spec.table
+        key = spec.key_column
+        gone = [row[0] for row in self.conn.execute(query)]
         for start in range(0, len(gone), CHUNK):
             chunk = gone[start : start + CHUNK]
             self.conn.execute(update(t).where(key.in_(chunk)).values(deleted_at=self.now))
@@ -318,7 +340,7 @@ class _EntityApplier:
             self.conn.execute(insert(_EVENTS), [self._event(str(k), "deleted", {}) for k in chunk])
             if spec.entity_type == "app":
                 self.conn.execute(delete(_MEMBERS).where(_MEMBERS.c.app_id.in_(chunk)))
-        self.counts.deleted = len(gone)
+        self.counts.deleted += len(gone)
 
 
 def dedupe_staging(conn: Connection, run_id: int) -> None:
@@ -342,14 +364,17 @@ def apply_staged(
 ) -> dict[EntityType, EntityCounts]:
     """Apply every staged record of ``run_id``; infer deletions where ``complete`` says so."""
     dedupe_staging(conn, run_id)
-    counts: dict[EntityType, EntityCounts] = {}
     endpoints = {"cvm": "cvms", "app": "apps"}
+    appliers: dict[EntityType, _EntityApplier] = {}
     for entity_type in APPLY_ORDER:
         applier = _EntityApplier(conn, SPECS[entity_type], run_id, target, now)
         applier.apply_staged()
         if SPECS[entity_type].scoped and complete.get(entity_type, False):
             applier.infer_deletions(endpoints[entity_type])
-        counts[entity_type] = applier.counts
+        appliers[entity_type] = applier
+    for entity_type in REFERENCE_TYPES:
+        appliers[entity_type].infer_orphans()
+    counts = {entity_type: a.counts for entity_type, a in appliers.items()}
     conn.execute(delete(_STAGING).where(_S.run_id == run_id))
     return counts
 

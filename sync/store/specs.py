@@ -83,3 +83,6 @@ SPECS: dict[EntityType, EntitySpec] = {
 
 #: Apply order: referenced tables before the tables whose foreign keys point at them.
 APPLY_ORDER: tuple[EntityType, ...] = ("node", "workspace", "creator", "cvm", "app")
+
+#: Entity types that exist for us while a live CVM refers to them (the API does not list them).
+REFERENCE_TYPES: tuple[EntityType, ...] = ("node", "workspace", "creator")

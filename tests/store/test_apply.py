@@ -107,7 +107,10 @@ def test_deletion_only_from_complete_listing_then_restore(engine: Engine) -> Non
     assert cvm_row(engine, 3).deleted_at is None
     complete = run_with(engine, [bundle(cvm(i)) for i in range(3)])
     assert complete.counts["cvm"]["deleted"] == 1
-    assert [e[1:3] for e in events(engine, complete.run_id)] == [(f"{3:032x}", "deleted")]
+    assert [e[:3] for e in events(engine, complete.run_id)] == [
+        ("creator", "usr_3", "deleted"),  # no live CVM refers to it any more
+        ("cvm", f"{3:032x}", "deleted"),
+    ]
     assert cvm_row(engine, 3).deleted_at is not None
     h = table_of(CvmHistory).c
     with engine.connect() as conn:
@@ -118,7 +121,8 @@ def test_deletion_only_from_complete_listing_then_restore(engine: Engine) -> Non
     back = run_with(engine, [bundle(cvm(i)) for i in range(3)] + [bundle(cvm(3, status="stopped"))])
     assert back.counts["cvm"]["restored"] == 1
     assert events(engine, back.run_id) == [
-        ("cvm", f"{3:032x}", "restored", {"status": {"old": "running", "new": "stopped"}})
+        ("creator", "usr_3", "restored", {}),
+        ("cvm", f"{3:032x}", "restored", {"status": {"old": "running", "new": "stopped"}}),
     ]
     assert cvm_row(engine, 3).deleted_at is None
     assert cvm_row(engine, 3).first_seen_run_id < back.run_id
