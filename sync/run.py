@@ -28,7 +28,7 @@ from sync.store.apply import EntityCounts, apply_staged
 from sync.store.ledger import close_abandoned, fail_run, finish_run, start_run
 from sync.store.lock import run_lock
 from sync.store.migrate import require_current
-from sync.store.staging import Stager, distinct_staged, quarantine_counts
+from sync.store.staging import Stager, clear_staging, distinct_staged, quarantine_counts
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,11 @@ async def fetch_and_stage(
     transport: httpx.AsyncBaseTransport | None = None,
     on_page: OnPage | None = None,
 ) -> FetchResult:
-    """Page through both endpoints, staging every validated page as it arrives."""
+    """Page through both endpoints, staging every validated page as it arrives.
+
+    Safe to call again for the same run (a retried task): it starts from an empty staging area.
+    """
+    clear_staging(engine, [run_id], quarantine=True)
     stager = Stager(engine, run_id)
     async with PhalaClient.from_settings(settings, transport=transport) as client:
         cvms = await _listing("cvms", client.cvm_pages, stager.cvm_page, stager, on_page)

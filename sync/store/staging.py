@@ -194,8 +194,11 @@ def quarantine_counts(
     return int(total), int(unkeyed), int(keyed)
 
 
-def clear_staging(engine: Engine, run_ids: Iterable[int]) -> None:
+def clear_staging(engine: Engine, run_ids: Iterable[int], *, quarantine: bool = False) -> None:
+    """Drop the staged rows of runs (and their quarantined items, for a fetch about to restart)."""
     ids = list(run_ids)
     if ids:
         with engine.begin() as conn:
             conn.execute(delete(_STAGING).where(_STAGING.c.run_id.in_(ids)))
+            if quarantine:
+                conn.execute(delete(_QUARANTINE).where(_QUARANTINE.c.run_id.in_(ids)))

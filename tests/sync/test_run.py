@@ -142,3 +142,35 @@ def test_failed_listing_changes_nothing_and_deletes_nothing(engine: Engine) -> N
     recovered = sync(engine, fleet)
     assert recovered.counts["cvm"]["deleted"] == 5
     assert recovered.counts["cvm"]["updated"] == 5
+
+
+def test_fetch_stage_can_be_retried_within_one_run(engine: Engine) -> None:
+    """A retried fetch task (same run id) starts from an empty staging area."""
+    import asyncio
+
+    from sync.run import apply_run, fetch_and_stage, open_run
+    from sync.store.lock import run_lock
+
+    fleet = Fleet(90, seed=4)
+    app = create_app(fleet, api_key=KEY, faults=["drift:what=missing,share=0.05"])
+    settings = Settings(
+        api_key=KEY, base_url="http://simulator/api/v1", database_url=str(engine.url),
+        page_size=25, max_invalid_share=0.5,
+    )  # fmt: skip
+    with run_lock(engine):
+        run_id, started = open_run(engine, settings)
+        for _ in range(2):
+            fetch = asyncio.run(
+                fetch_and_stage(engine, settings, run_id, transport=SimulatorTransport(app))
+            )
+        summary = apply_run(engine, settings, run_id, started, fetch)
+    assert fetch.cvms.quarantined > 0
+    assert summary.counts["cvm"]["seen"] + fetch.cvms.quarantined == 90
+    assert summary.counts["cvm"]["created"] == summary.counts["cvm"]["seen"]
+    with engine.connect() as conn:
+        from models import QuarantinedItem
+
+        quarantined = conn.execute(select(table_of(QuarantinedItem))).all()
+    assert (
+        len(quarantined) == summary.quarantined == fetch.cvms.quarantined + fetch.apps.quarantined
+    )
