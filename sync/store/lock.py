@@ -1,5 +1,7 @@
 """One run at a time per database: a PostgreSQL advisory lock, or a lock file beside SQLite.
 
+On PostgreSQL the lock is per database and schema (an inventory lives in one schema).
+
 Both are released by the operating system or the server when the holding process dies, so a killed
 run never leaves the database locked. A second run waits up to ``timeout`` seconds, then raises
 :class:`~sync.errors.RunLockedError` naming the run that holds the lock.
@@ -20,8 +22,11 @@ from models import SyncRun, table_of
 from sync.errors import RunLockedError
 from sync.store.engine import redact
 
-#: Advisory lock key: the bytes "phalasyn" as a signed 64-bit integer.
-ADVISORY_KEY = int.from_bytes(b"phalasyn", "big", signed=True)
+#: Advisory lock class: the bytes "phsy" as a signed 32-bit integer. The second key is a hash of
+#: the current schema, so inventories in separate schemas of one database do not block each other.
+ADVISORY_CLASS = int.from_bytes(b"phsy", "big", signed=True)
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:k, hashtext(current_schema()))")
+_UNLOCK = text("SELECT pg_advisory_unlock(:k, hashtext(current_schema()))")
 _POLL_SECONDS = 0.2
 
 
@@ -55,9 +60,7 @@ def _postgres_lock(engine: Engine, timeout: float) -> Iterator[None]:
     conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     try:
         deadline = time.monotonic() + timeout
-        while not conn.execute(
-            text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}
-        ).scalar_one():
+        while not conn.execute(_TRY_LOCK, {"k": ADVISORY_CLASS}).scalar_one():
             if time.monotonic() >= deadline:
                 raise _locked(engine, timeout)
             time.sleep(_POLL_SECONDS)
@@ -65,7 +68,7 @@ def _postgres_lock(engine: Engine, timeout: float) -> Iterator[None]:
             yield
         finally:
             with contextlib.suppress(Exception):
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
+                conn.execute(_UNLOCK, {"k": ADVISORY_CLASS})
     finally:
         conn.close()
 
