@@ -1,0 +1,102 @@
+"""The run's summary as Prefect artifacts: a table of counts and a markdown page of the changes.
+
+Artifacts are keyed per target (``phala-sync-<target>-counts``, ``phala-sync-<target>-changes``), so
+the Prefect UI shows each target's latest run and keeps the earlier ones as versions. They hold
+counts, entity ids and changed field values from the ledger and the change events: no API key, no
+database URL and no links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+from sqlalchemy import Engine
+
+from sync import queries
+from sync.cli_output import COUNT_FIELDS, change_line, change_tally, count_rows, sort_changes
+
+#: Change events listed in the markdown artifact (the tally above the list counts them all).
+MAX_LISTED_CHANGES = 100
+_QUERY_LIMIT = 100_000
+
+
+def artifact_key(target: str, kind: str) -> str:
+    """A valid artifact key (lower-case letters, digits, dashes) for one target."""
+    slug = re.sub(r"[^a-z0-9]+", "-", target.lower()).strip("-") or "target"
+    return f"phala-sync-{slug}-{kind}"
+
+
+def counts_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The counts artifact's rows: one per entity type, plus the run's quarantined items."""
+    rows = count_rows(summary)
+    rows.append(
+        {"entity": "quarantined items", **dict.fromkeys(COUNT_FIELDS, None)}
+        | {"seen": int(summary.get("quarantined") or 0)}
+    )
+    return rows
+
+
+def _md(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[str]:
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out.extend(
+        "| " + " | ".join(_md("" if r.get(c) is None else r.get(c)) for c in columns) + " |"
+        for r in rows
+    )
+    return out
+
+
+def changes_markdown(summary: Mapping[str, Any], changes: Sequence[Mapping[str, Any]]) -> str:
+    """A markdown page: the run's headline, its counts, a tally of the changes and a list."""
+    lines = [
+        f"# Run {summary['run_id']} of target `{_md(summary['target'])}`: {summary['status']}",
+        "",
+        f"API version {summary['api_version']}; started {summary['started_at']}, "
+        f"finished {summary['finished_at']}; quarantined items: {summary.get('quarantined', 0)}; "
+        f"CVM listing complete: {summary.get('listing_complete')}; "
+        f"app listing complete: {summary.get('apps_listing_complete')}.",
+        "",
+        "## Counts",
+        "",
+        *_md_table(count_rows(summary), ["entity", *COUNT_FIELDS]),
+        "",
+        f"## Changes ({len(changes)})",
+        "",
+    ]
+    if not changes:
+        lines.append("Nothing changed.")
+        return "\n".join(lines)
+    kinds = ["entity", "created", "updated", "deleted", "restored"]
+    lines.extend(_md_table(change_tally(changes), kinds))
+    lines.append("")
+    lines.extend(f"- {_md(change_line(c))}" for c in sort_changes(changes)[:MAX_LISTED_CHANGES])
+    if len(changes) > MAX_LISTED_CHANGES:
+        lines.append(
+            f"- ... and {len(changes) - MAX_LISTED_CHANGES} more: "
+            f"`phala-sync changes --run {summary['run_id']}`"
+        )
+    return "\n".join(lines)
+
+
+async def publish_summary(engine: Engine, summary: Mapping[str, Any]) -> None:
+    """Create the counts table and changes page artifacts of one succeeded run."""
+    run_id = int(summary["run_id"])
+    target = str(summary["target"])
+    changes = await asyncio.to_thread(queries.changes, engine, run_id=run_id, limit=_QUERY_LIMIT)
+    await acreate_table_artifact(
+        counts_table(summary),
+        key=artifact_key(target, "counts"),
+        description=f"phala-sync run {run_id} (target {target!r}): counts per entity type",
+    )
+    await acreate_markdown_artifact(
+        changes_markdown(summary, changes),
+        key=artifact_key(target, "changes"),
+        description=f"phala-sync run {run_id} (target {target!r}): what changed",
+    )

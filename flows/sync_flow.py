@@ -1,0 +1,202 @@
+"""The Prefect flow: one sync of one target (one API key) into one database, as two coarse tasks.
+
+::
+
+    with run_lock(engine):                       # held across both tasks (same process)
+        run_id, started = open_run(engine, settings)
+        fetch   = fetch-and-stage(run_id)        # every page of both listings -> sync_staging
+        summary = apply(run_id, fetch)           # one transaction; the ledger row says succeeded
+    artifacts(summary)                           # counts and changes, nothing secret
+
+Parameters override the environment (``PHALA_SYNC_*``, ``PHALA_CLOUD_API_PREFIX``, ``.env``). The
+API key is never a parameter: it comes from ``PHALA_CLOUD_API_KEY`` or from the Prefect ``Secret``
+block named by ``api_key_secret``. Only the fetch task retries, and only when the error's class is
+``retriable`` (see :mod:`sync.errors`); each attempt first drops what an earlier attempt staged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any, cast
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.tasks import Task
+from pydantic import SecretStr
+from sqlalchemy import Engine
+
+from flows.artifacts import publish_summary
+from sync.cli_settings import build_settings, require_api_key
+from sync.errors import ConfigError, PhalaSyncError
+from sync.http_errors import safe_url
+from sync.progress import ThrottledLog, notify
+from sync.run import FetchResult, apply_run, fetch_and_stage, open_run, record_failure
+from sync.settings import Settings, ValidationPolicy
+from sync.store.engine import make_engine, normalize_database_url, redact
+from sync.store.lock import run_lock
+from sync.store.staging import clear_staging
+
+FLOW_NAME = "phala-sync"
+#: Seconds between progress log lines while pages stream in.
+PROGRESS_EVERY = 5.0
+
+
+def retriable_failure(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """``retry_condition_fn``: retry only errors whose class says a new attempt may succeed."""
+    error = state.data  # a task that raised fails with the exception as its state's data
+    return isinstance(error, PhalaSyncError) and error.retriable
+
+
+async def _api_key(secret_block: str | None) -> SecretStr | None:
+    """The key from the named Prefect ``Secret`` block, or None to let Settings read the env."""
+    if not secret_block:
+        return None
+    from prefect.blocks.system import Secret
+
+    try:
+        block = cast("Secret[str]", await Secret.aload(secret_block))
+    except ValueError as exc:  # Prefect's "Unable to find block document named ..."
+        raise ConfigError(
+            f"cannot load the Prefect Secret block {secret_block!r} holding the API key: {exc}"
+        ) from None
+    value: object = block.get()
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"the Prefect Secret block {secret_block!r} holds no API key text")
+    return SecretStr(value.strip())
+
+
+def flow_settings(overrides: dict[str, Any], api_key: SecretStr | None) -> Settings:
+    """Settings for one flow run: parameters over the environment, and a key from somewhere."""
+    database_url = overrides.get("database_url")
+    if database_url is not None and normalize_database_url(database_url).password is not None:
+        raise ConfigError(
+            "the database_url parameter carries a password, and Prefect stores flow parameters "
+            "in clear: put the URL with its password in PHALA_SYNC_DATABASE_URL instead"
+        )
+    settings = build_settings(overrides, api_key)
+    require_api_key(settings)
+    return settings
+
+
+@task(name="fetch-and-stage", cache_policy=NO_CACHE, retry_condition_fn=retriable_failure)
+async def fetch_task(engine: Engine, settings: Settings, run_id: int) -> dict[str, Any]:
+    """Page through CVMs and apps, staging each page; returns ``FetchResult.to_dict()``."""
+    logger = get_run_logger()
+    # A retried attempt starts over: drop whatever an earlier attempt of this run staged.
+    await asyncio.to_thread(clear_staging, engine, [run_id])
+    page_log = ThrottledLog(logger.info, every=PROGRESS_EVERY)
+
+    def on_page(endpoint: str, pages: int, planned: int, items: int) -> None:
+        page_log(endpoint, pages, planned, items)
+        notify(endpoint, pages, planned, items)
+
+    fetch = await fetch_and_stage(engine, settings, run_id, on_page=on_page)
+    for listing in (fetch.cvms, fetch.apps):
+        verdict = "complete" if listing.complete else f"incomplete ({listing.reason})"
+        logger.info(
+            "%s: %d items in %d pages, %d quarantined, listing %s",
+            listing.endpoint,
+            listing.items,
+            listing.pages,
+            listing.quarantined,
+            verdict,
+        )
+    return fetch.to_dict()
+
+
+@task(name="apply", cache_policy=NO_CACHE)
+async def apply_task(
+    engine: Engine, settings: Settings, run_id: int, started: str, fetch: dict[str, Any]
+) -> dict[str, Any]:
+    """Apply the staged run in one transaction; returns ``RunSummary.to_dict()``."""
+    summary = await asyncio.to_thread(
+        apply_run,
+        engine,
+        settings,
+        run_id,
+        datetime.fromisoformat(started),
+        FetchResult.from_dict(fetch),
+    )
+    cvm = summary.counts.get("cvm", {})
+    get_run_logger().info(
+        "run %d applied: CVMs created %d, updated %d, deleted %d, restored %d, unchanged %d",
+        run_id,
+        cvm.get("created", 0),
+        cvm.get("updated", 0),
+        cvm.get("deleted", 0),
+        cvm.get("restored", 0),
+        cvm.get("unchanged", 0),
+    )
+    return summary.to_dict()
+
+
+async def _run(
+    engine: Engine, settings: Settings, fetch_retries: int, retry_delay: float
+) -> dict[str, Any]:
+    fetch_with_retries = fetch_task.with_options(
+        retries=fetch_retries, retry_delay_seconds=retry_delay
+    )
+    # The lock is taken here, not in a task, so that it covers both tasks (they run in this
+    # process); acquiring it may block this event loop for up to lock_timeout, which is fine:
+    # nothing else runs on it until the lock is ours.
+    with run_lock(engine, timeout=settings.lock_timeout):
+        run_id, started = open_run(engine, settings)
+        fetch: dict[str, Any] | None = None
+        try:
+            fetch = await fetch_with_retries(engine, settings, run_id)
+            return await apply_task(engine, settings, run_id, started.isoformat(), fetch)
+        except BaseException as exc:
+            partial = FetchResult.from_dict(fetch) if fetch is not None else None
+            record_failure(engine, run_id, exc, partial)
+            raise
+
+
+@flow(name=FLOW_NAME, log_prints=False, persist_result=False)
+async def sync_flow(
+    target: str | None = None,
+    api_version: str | None = None,
+    page_size: int | None = None,
+    validation_policy: ValidationPolicy | None = None,
+    base_url: str | None = None,
+    database_url: str | None = None,
+    concurrency: int | None = None,
+    lock_timeout: float | None = None,
+    api_key_secret: str | None = None,
+    fetch_retries: int = 1,
+    fetch_retry_delay_seconds: float = 30.0,
+) -> dict[str, Any]:
+    """Sync the CVMs and apps one API key sees into the database; returns the run summary.
+
+    Every parameter left as None comes from the environment (``PHALA_SYNC_*``,
+    ``PHALA_CLOUD_API_PREFIX``, ``.env``). ``api_key_secret`` names a Prefect ``Secret`` block
+    holding the API key; without it the key is ``PHALA_CLOUD_API_KEY``. ``fetch_retries`` restarts
+    the fetch stage after retriable failures the HTTP client's own retries did not overcome.
+    """
+    logger = get_run_logger()
+    overrides = {
+        "target": target,
+        "api_version": api_version,
+        "page_size": page_size,
+        "validation_policy": validation_policy,
+        "base_url": base_url,
+        "database_url": database_url,
+        "concurrency": concurrency,
+        "lock_timeout": lock_timeout,
+    }
+    settings = flow_settings(overrides, await _api_key(api_key_secret))
+    logger.info(
+        "syncing target %r from %s (X-Phala-Version %s) into %s",
+        settings.target,
+        safe_url(settings.base_url),
+        settings.api_version,
+        redact(settings.database_url),
+    )
+    engine = make_engine(settings.database_url)
+    try:
+        summary = await _run(engine, settings, fetch_retries, fetch_retry_delay_seconds)
+        await publish_summary(engine, summary)
+    finally:
+        engine.dispose()
+    return summary

@@ -1,0 +1,77 @@
+"""The CLI's way into Prefect: environment defaults, quiet console errors, and one flow run.
+
+This module imports Prefect (through :mod:`flows`) only inside :func:`run_sync_flow`, so the
+commands that never run a flow (``db``, ``runs``, ``inventory``...) start without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from typing import Any
+
+from sync.progress import TerminalProgress, listening
+
+__all__ = ["PREFECT_DEFAULTS", "prefect_env_defaults", "run_sync_flow"]
+
+#: Set for Prefect-using commands unless the user set them: no telemetry from the ephemeral
+#: server, and time for its first start (12-16 s were measured on a 2-core machine).
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+}
+_CONSOLE_LEVEL = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
+
+
+def prefect_env_defaults(*, quiet_console: bool = False) -> None:
+    """Fill in :data:`PREFECT_DEFAULTS`; with ``quiet_console``, show only Prefect's warnings.
+
+    Call before Prefect is imported: it reads its logging configuration at import.
+    """
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    if quiet_console and not {"PREFECT_LOGGING_LEVEL", _CONSOLE_LEVEL} & set(os.environ):
+        os.environ[_CONSOLE_LEVEL] = "WARNING"
+
+
+class _NoPrefectErrors(logging.Filter):
+    """Keeps Prefect's error records (with their tracebacks) off the console.
+
+    The CLI reports a failed run itself, in one line; the records still reach the Prefect API, so
+    the run's page in the UI shows the full traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.name.startswith("prefect"))
+
+
+def _quiet_console_errors() -> None:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+            isinstance(f, _NoPrefectErrors) for f in handler.filters
+        ):
+            handler.addFilter(_NoPrefectErrors())
+
+
+def run_sync_flow(parameters: dict[str, Any], *, progress: bool) -> dict[str, Any]:
+    """Run the sync flow once in this process and return its summary; raises the run's error.
+
+    With ``progress``, a status line on stderr follows the pages as they are staged.
+    """
+    prefect_env_defaults(quiet_console=progress)
+    # Imported here, not at the top of the module: Prefect takes a second or more to import, and
+    # only the commands that run a flow need it.
+    from flows.sync_flow import sync_flow
+
+    _quiet_console_errors()
+    with contextlib.ExitStack() as stack:
+        if progress:
+            bar = stack.enter_context(TerminalProgress(sys.stderr))
+            stack.enter_context(listening(bar))
+        result: dict[str, Any] = asyncio.run(sync_flow(**parameters))
+    return result
