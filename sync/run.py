@@ -123,7 +123,7 @@ async def _listing(
         totals: set[int] = set()
         planned = staged_pages = 0
         async for page in pages():
-            await asyncio.to_thread(stage, page)
+            stage(page)
             totals.add(page.total)
             planned = max(planned, page.pages)
             staged_pages += 1
