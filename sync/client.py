@@ -42,7 +42,13 @@ from typing import Protocol, Self, TypeVar
 import httpx
 from pydantic import SecretStr
 
-from sync.errors import ApiTransportError, ConfigError, InvalidEnvelopeError, PhalaSyncError
+from sync.errors import (
+    ApiTransportError,
+    ConfigError,
+    InvalidEnvelopeError,
+    InvalidItemError,
+    PhalaSyncError,
+)
 from sync.http_errors import error_from_response, redact, safe_url
 from sync.pages import ENDPOINT_PATHS, Endpoint, Page, parse_app_page, parse_cvm_page
 from sync.records import AppBundle, CvmBundle
@@ -439,11 +445,20 @@ class PhalaClient:
                             url=url,
                         )
                     except InvalidEnvelopeError as exc:
+                        # The message quotes the body, which a server may have echoed the key in.
+                        clean = InvalidEnvelopeError(redact(str(exc), self._secrets))
                         body_failures += 1
                         if body_failures > policy.body_retries:
-                            raise
-                        error, reason = exc, "invalid body (not JSON or bad envelope)"
+                            raise clean from None
+                        error, reason = clean, "invalid body (not JSON or bad envelope)"
+                    except InvalidItemError as exc:
+                        raise InvalidItemError(redact(str(exc), self._secrets)) from None
                     else:
+                        if page.quarantined:
+                            page.quarantined[:] = [
+                                replace(q, error=redact(q.error, self._secrets))
+                                for q in page.quarantined
+                            ]
                         logger.debug(
                             "GET %s: %d items, %d quarantined, %d of %d pages, %.3fs",
                             url,

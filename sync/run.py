@@ -25,10 +25,16 @@ from sync.pages import Endpoint, Page
 from sync.records import EntityType
 from sync.settings import Settings
 from sync.store.apply import EntityCounts, apply_staged
-from sync.store.ledger import close_abandoned, fail_run, finish_run, start_run
+from sync.store.ledger import close_abandoned, fail_run, finish_run, require_running, start_run
 from sync.store.lock import run_lock
 from sync.store.migrate import require_current
-from sync.store.staging import Stager, clear_staging, distinct_staged, quarantine_counts
+from sync.store.staging import (
+    Stager,
+    clear_staging,
+    discard_earlier_passes,
+    distinct_staged,
+    quarantine_counts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +161,11 @@ async def _listing(
             complete=reason is None,
             reason=reason,
         )
-        if reason is None or unkeyed:
+        if reason is None:
+            if pass_no > 1:
+                discard_earlier_passes(engine, stager.run_id, entity_type, pass_no)
+            break
+        if unkeyed:
             break
         log.warning(
             "%s listing pass %d inconsistent: %s; reading it again", endpoint, pass_no, reason
@@ -232,6 +242,7 @@ def apply_run(
     """Apply the staged run atomically and mark it succeeded in the same transaction."""
     now = _now()
     with engine.begin() as conn:
+        require_running(conn, run_id)
         counts = apply_staged(
             conn,
             run_id=run_id,
@@ -264,8 +275,11 @@ def record_failure(
     reason = (
         f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
     )
+    values = _ledger_values(fetch, None)
     try:
-        fail_run(engine, run_id, now=_now(), error=reason, values=_ledger_values(fetch, None))
+        if fetch is None:
+            values["quarantined"] = quarantined_count(engine, run_id)
+        fail_run(engine, run_id, now=_now(), error=reason, values=values)
     except Exception:  # the database itself may be what failed; the next run closes the row
         log.exception("could not record the failure of run %d", run_id)
 

@@ -325,6 +325,42 @@ class _EntityApplier:
             .order_by(spec.key_column)
         )
 
+    def restore_referenced(self) -> None:
+        """A deleted node, workspace or creator that a live CVM refers to again is ``restored``.
+
+        Usually the reference is observed again and restored when applied; this catches the
+        case where the pinned version does not carry it (a legacy run keeps a CVM's last known
+        workspace), from its last known state.
+        """
+        spec, t = self.spec, self.spec.table
+        cvms = SPECS["cvm"].table
+        referenced = exists().where(
+            cvms.c[spec.key] == spec.key_column, cvms.c.deleted_at.is_(None)
+        )
+        rows = self.conn.execute(
+            select(t).where(t.c.deleted_at.is_not(None), referenced).order_by(spec.key_column)
+        ).all()
+        for start in range(0, len(rows), CHUNK):
+            chunk = [r._mapping for r in rows[start : start + CHUNK]]
+            keys = [r[spec.key] for r in chunk]
+            self.conn.execute(update(t).where(spec.key_column.in_(keys)).values(deleted_at=None))
+            bulk_insert(
+                self.conn,
+                spec.history,
+                [
+                    {
+                        spec.key: r[spec.key],
+                        **{f: r[f] for f in spec.fields},
+                        "valid_from": self.now,
+                        "valid_to": None,
+                        "run_id": self.run_id,
+                    }
+                    for r in chunk
+                ],
+            )
+            bulk_insert(self.conn, _EVENTS, [self._event(str(k), "restored", {}) for k in keys])
+        self.counts.restored += len(rows)
+
     def _mark_deleted(self, query: Select[Any]) -> None:
         spec, t = self.spec, self.spec.table
         key = spec.key_column
@@ -373,6 +409,7 @@ def apply_staged(
             applier.infer_deletions(endpoints[entity_type])
         appliers[entity_type] = applier
     for entity_type in REFERENCE_TYPES:
+        appliers[entity_type].restore_referenced()
         appliers[entity_type].infer_orphans()
     counts = {entity_type: a.counts for entity_type, a in appliers.items()}
     conn.execute(delete(_STAGING).where(_S.run_id == run_id))

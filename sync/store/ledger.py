@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from models import SyncRun, table_of
+from sync.errors import RunLockedError
 from sync.store.staging import clear_staging
 
 _RUNS = table_of(SyncRun)
@@ -59,14 +60,36 @@ def finish_run(conn: Connection, run_id: int, *, now: datetime, values: Mapping[
     )
 
 
+def require_running(conn: Connection, run_id: int) -> None:
+    """Inside the apply transaction: the run's ledger row must still say ``running``.
+
+    Another run closes a run it finds ``running`` as abandoned, which it can only do when it holds
+    the run lock; so a run whose row was closed lost its lock (a dropped lock connection, say)
+    and must not write. The row is locked until commit, so the check cannot go stale.
+    """
+    status = conn.execute(
+        select(_RUNS.c.status).where(_RUNS.c.id == run_id).with_for_update()
+    ).scalar_one_or_none()
+    if status != "running":
+        raise RunLockedError(
+            f"run {run_id} was closed as {status or 'missing'} by another run while it fetched "
+            "(its run lock was lost, e.g. the database connection holding it dropped); nothing "
+            "was applied. Run the sync again"
+        )
+
+
 def fail_run(
     engine: Engine, run_id: int, *, now: datetime, error: str, values: Mapping[str, Any]
 ) -> None:
-    """Mark the run failed with its reason (its own transaction) and drop its staged rows."""
+    """Mark the run failed with its reason (its own transaction) and drop its staged rows.
+
+    Only a row still ``running`` is touched: a run that failed after its commit (an interrupt
+    on the way out) stays ``succeeded``, as its data is.
+    """
     with engine.begin() as conn:
         conn.execute(
             update(_RUNS)
-            .where(_RUNS.c.id == run_id)
+            .where(_RUNS.c.id == run_id, _RUNS.c.status == "running")
             .values(status="failed", finished_at=now, error=error[:MAX_ERROR_CHARS], **values)
         )
     clear_staging(engine, [run_id])

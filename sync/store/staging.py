@@ -194,6 +194,21 @@ def quarantine_counts(
     return int(total), int(unkeyed), int(keyed)
 
 
+def discard_earlier_passes(engine: Engine, run_id: int, entity_type: str, pass_no: int) -> None:
+    """Keep only the final listing pass of one entity type: the consistent one is the truth.
+
+    Items that an earlier, drifted pass showed but the consistent pass did not are gone (or were
+    never there), so they must not count as seen. Reference records are kept: they are not listed.
+    """
+    s = _STAGING.c
+    with engine.begin() as conn:
+        conn.execute(
+            delete(_STAGING).where(
+                s.run_id == run_id, s.entity_type == entity_type, s.pass_no < pass_no
+            )
+        )
+
+
 def clear_staging(engine: Engine, run_ids: Iterable[int], *, quarantine: bool = False) -> None:
     """Drop the staged rows of runs (and their quarantined items, for a fetch about to restart)."""
     ids = list(run_ids)
