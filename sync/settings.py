@@ -46,7 +46,7 @@ class Settings(BaseSettings):
         default="default",
         min_length=1,
         max_length=100,
-        description="Name of this sync target (one per API key); deletions are inferred per target.",
+        description="Name of this sync target (one per API key); deletions are inferred per target",
     )
     page_size: int = Field(default=100, ge=1, le=100, description="Items per page (1-100).")
     concurrency: int = Field(default=4, ge=1, le=32, description="Pages fetched at once.")
@@ -57,7 +57,7 @@ class Settings(BaseSettings):
         default=0.05,
         ge=0.0,
         le=1.0,
-        description="quarantine policy: the run fails when more than this share of items is invalid.",
+        description="quarantine policy: the run fails above this share of invalid items.",
     )
     timeout: float = Field(default=30.0, gt=0, description="Per-request timeout in seconds.")
     max_attempts: int = Field(default=6, ge=1, le=50, description="Attempts per request.")
