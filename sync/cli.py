@@ -35,7 +35,11 @@ from sync.store.engine import make_engine, normalize_database_url, redact
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Commands whose module is imported only when they are invoked: name -> (module, attribute).
-LAZY_COMMANDS = {"simulate": ("sync.simulator.command", "simulate")}
+LAZY_COMMANDS = {
+    "simulate": ("sync.simulator.command", "simulate"),
+    "simulate-evolve": ("sync.simulator.command", "simulate_evolve"),
+    "simulate-faults": ("sync.simulator.command", "simulate_faults"),
+}
 
 
 class CliError(click.ClickException):
@@ -118,12 +122,17 @@ def _settings(**overrides: Any) -> Settings:
 def open_database(settings: Settings, *, migrated: bool = True) -> Iterator[Engine]:
     """An engine on the configured database; with ``migrated``, it must exist and be at head."""
     url = normalize_database_url(settings.database_url)
-    if migrated and url.get_backend_name() == "sqlite":
-        path = url.database
-        if path and path != ":memory:" and not Path(path).exists():
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:":
+        if migrated and not Path(path).exists():
             raise StoreError(
                 f"no database at {path}: create it with `phala-sync db upgrade` "
                 "(or point --database-url / PHALA_SYNC_DATABASE_URL at an existing one)"
+            )
+        if not Path(path).absolute().parent.is_dir():
+            raise StoreError(
+                f"cannot create the database {path}: the directory "
+                f"{Path(path).absolute().parent} does not exist"
             )
     engine = make_engine(url)
     try:

@@ -37,15 +37,20 @@ def prefect_env_defaults(*, quiet_console: bool = False) -> None:
         os.environ[_CONSOLE_LEVEL] = "WARNING"
 
 
-class _NoPrefectErrors(logging.Filter):
-    """Keeps Prefect's error records (with their tracebacks) off the console.
+class _QuietPrefectConsole(logging.Filter):
+    """Keeps Prefect's error records (with their tracebacks) and exit chatter off the console.
 
     The CLI reports a failed run itself, in one line; the records still reach the Prefect API, so
-    the run's page in the UI shows the full traceback.
+    the run's page in the UI shows the full traceback. Prefect's background workers also note
+    ``Still processing items`` while they send the last events at exit: not the user's concern.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR and record.name.startswith("prefect"))
+        if record.levelno >= logging.ERROR and record.name.startswith("prefect"):
+            return False
+        return not (
+            record.name.endswith("Worker") and str(record.msg).startswith("Still processing items")
+        )
 
 
 def _quiet_console_errors() -> None:
@@ -53,9 +58,15 @@ def _quiet_console_errors() -> None:
 
     for handler in logging.getLogger().handlers:
         if isinstance(handler, PrefectConsoleHandler) and not any(
-            isinstance(f, _NoPrefectErrors) for f in handler.filters
+            isinstance(f, _QuietPrefectConsole) for f in handler.filters
         ):
-            handler.addFilter(_NoPrefectErrors())
+            handler.addFilter(_QuietPrefectConsole())
+
+
+def _ephemeral() -> bool:
+    from prefect.settings import PREFECT_API_URL
+
+    return not PREFECT_API_URL.value()
 
 
 def run_sync_flow(parameters: dict[str, Any], *, progress: bool) -> dict[str, Any]:
@@ -69,6 +80,8 @@ def run_sync_flow(parameters: dict[str, Any], *, progress: bool) -> dict[str, An
     from flows.sync_flow import sync_flow
 
     _quiet_console_errors()
+    if progress and _ephemeral():
+        sys.stderr.write("starting Prefect's temporary local server (no PREFECT_API_URL)...\n")
     with contextlib.ExitStack() as stack:
         if progress:
             bar = stack.enter_context(TerminalProgress(sys.stderr))

@@ -51,9 +51,13 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = Non
         return "(nothing)"
     cells = [[_cell(row.get(c)) for c in cols] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+
+    def is_number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
     numeric = [
-        all(isinstance(row.get(c), (int, float)) or row.get(c) is None for row in rows)
-        and any(isinstance(row.get(c), (int, float)) for row in rows)
+        all(is_number(row.get(c)) or row.get(c) is None for row in rows)
+        and any(is_number(row.get(c)) for row in rows)
         for c in cols
     ]
 

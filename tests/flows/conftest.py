@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
@@ -18,15 +19,41 @@ ADMIN_TOKEN = "admin-flowtest"
 FLEET = 120
 
 
+def _server_default_result_storage_block_id() -> UUID | None:
+    """Prefect's ``results._read_server_default_result_storage_block_id``, closing its client.
+
+    Prefect 3.8.8 opens a synchronous API client there on every flow run and never closes it;
+    the socket it leaves is garbage-collected later as a ``ResourceWarning``, which
+    ``filterwarnings = error`` turns into a failure of whatever test is running at that moment.
+    """
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    try:
+        with get_client(sync_client=True) as client:
+            configuration = client.read_server_default_result_storage()
+    except (PrefectHTTPStatusError, httpx.HTTPError, RuntimeError, ValueError):
+        return None
+    return configuration.default_result_storage_block_id
+
+
 @pytest.fixture(scope="session")
 def prefect_api_url() -> Iterator[str]:
+    import prefect.results
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        url = PREFECT_API_URL.value()
-        assert url
-        yield str(url)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            prefect.results,
+            "_read_server_default_result_storage_block_id",
+            _server_default_result_storage_block_id,
+        )
+        with prefect_test_harness(server_startup_timeout=120):
+            url = PREFECT_API_URL.value()
+            assert url
+            yield str(url)
 
 
 @pytest.fixture
@@ -47,4 +74,3 @@ def api_key_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     monkeypatch.setenv("PHALA_SYNC_MAX_ATTEMPTS", "1")
     monkeypatch.setenv("PHALA_SYNC_RETRY_BUDGET", "2")
     return API_KEY
-

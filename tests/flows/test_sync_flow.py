@@ -23,6 +23,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import State
 from prefect.logging.handlers import APILogHandler
+from pydantic import SecretStr
 from sqlalchemy import Engine, func, select
 
 from flows.sync_flow import sync_flow
@@ -36,8 +37,8 @@ pytestmark = pytest.mark.prefect
 
 
 def _flow(database_url: str, simulator: SimulatorServer, **params: Any) -> State[Any]:
-    state: State[Any] = asyncio.run(
-        sync_flow(  # type: ignore[call-overload]
+    async def call() -> State[Any]:
+        return await sync_flow(
             target="flowtest",
             base_url=simulator.base_url,
             database_url=database_url,
@@ -46,8 +47,8 @@ def _flow(database_url: str, simulator: SimulatorServer, **params: Any) -> State
             return_state=True,
             **params,
         )
-    )
-    return state
+
+    return asyncio.run(call())
 
 
 async def _run_records(flow_run_id: UUID) -> dict[str, Any]:
@@ -57,9 +58,7 @@ async def _run_records(flow_run_id: UUID) -> dict[str, Any]:
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
-        logs = await client.read_logs(
-            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
-        )
+        logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
         task_runs = await client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
@@ -86,9 +85,7 @@ def test_flow_syncs_records_ledger_and_artifacts(
 ) -> None:
     first = _flow(database_url, simulator)
     assert first.is_completed(), first.message
-    step = simulator.fleet.evolve(
-        {"create": 3, "delete": 2, "resize": 2, "rename": 1}, seed=11
-    )
+    step = simulator.fleet.evolve({"create": 3, "delete": 2, "resize": 2, "rename": 1}, seed=11)
     second = _flow(database_url, simulator)
     assert second.is_completed(), second.message
 
@@ -139,13 +136,13 @@ def _other_changes(engine: Engine, run_id: int) -> int:
 def test_wrong_key_fails_once_and_is_recorded(
     prefect_api_url: str,
     simulator: SimulatorServer,
-    sqlite_url: str,
+    database_url: str,
     engine: Engine,
     api_key_env: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PHALA_CLOUD_API_KEY", "phak_wrong")
-    state = _flow(sqlite_url, simulator, fetch_retries=2)
+    state = _flow(database_url, simulator, fetch_retries=2)
     assert state.is_failed()
     with pytest.raises(AuthError, match="401"):
         asyncio.run(state.aresult())
@@ -158,13 +155,13 @@ def test_wrong_key_fails_once_and_is_recorded(
 def test_retriable_failure_retries_the_fetch_from_scratch(
     prefect_api_url: str,
     simulator: SimulatorServer,
-    sqlite_url: str,
+    database_url: str,
     engine: Engine,
     api_key_env: str,
 ) -> None:
     # Page 3 of the CVMs answers 503 once: the client gives up (one attempt), the task retries.
     simulator.simulator.faults.set(["503:endpoint=cvms,page=3,times=1"])
-    state = _flow(sqlite_url, simulator, fetch_retries=1)
+    state = _flow(database_url, simulator, fetch_retries=1)
     assert state.is_completed(), state.message
     assert _fetch_attempts(_records(state)) == 2
     (run,) = queries.runs(engine)
@@ -177,12 +174,12 @@ def test_retriable_failure_retries_the_fetch_from_scratch(
 def test_retries_exhausted_leaves_a_failed_run(
     prefect_api_url: str,
     simulator: SimulatorServer,
-    sqlite_url: str,
+    database_url: str,
     engine: Engine,
     api_key_env: str,
 ) -> None:
     simulator.simulator.faults.set(["503:endpoint=cvms,page=2"])
-    state = _flow(sqlite_url, simulator, fetch_retries=1)
+    state = _flow(database_url, simulator, fetch_retries=1)
     assert state.is_failed()
     with pytest.raises(RetriableApiError, match="503"):
         asyncio.run(state.aresult())
@@ -195,20 +192,20 @@ def test_retries_exhausted_leaves_a_failed_run(
 def test_key_from_a_secret_block(
     prefect_api_url: str,
     simulator: SimulatorServer,
-    sqlite_url: str,
+    database_url: str,
     engine: Engine,
     api_key_env: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from prefect.blocks.system import Secret
 
-    Secret(value=API_KEY).save("phala-sync-flowtest-key", overwrite=True)
+    Secret(value=SecretStr(API_KEY)).save("phala-sync-flowtest-key", overwrite=True)
     monkeypatch.delenv("PHALA_CLOUD_API_KEY")
-    state = _flow(sqlite_url, simulator, api_key_secret="phala-sync-flowtest-key")
+    state = _flow(database_url, simulator, api_key_secret="phala-sync-flowtest-key")
     assert state.is_completed(), state.message
     assert queries.runs(engine)[0]["created"] == FLEET
 
-    missing = _flow(sqlite_url, simulator, api_key_secret="no-such-block")
+    missing = _flow(database_url, simulator, api_key_secret="no-such-block")
     with pytest.raises(ConfigError, match="no-such-block"):
         asyncio.run(missing.aresult())
     assert len(queries.runs(engine)) == 1  # a configuration error opens no run

@@ -1,0 +1,206 @@
+"""The CLI commands that run the flow (``sync``, ``serve``), under the session's Prefect server.
+
+In-process runs use click's CliRunner; the child-process runs point ``PREFECT_API_URL`` at the
+same test server, so none of them pays for a Prefect server start of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner, Result
+from prefect import get_client
+from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+from prefect.client.schemas.responses import DeploymentResponse
+from prefect.exceptions import ObjectNotFound
+from sqlalchemy import Engine
+
+from sync import queries
+from sync.cli import cli
+from sync.simulator import SimulatorServer
+from sync.store.engine import make_engine
+from sync.store.migrate import upgrade
+from tests.flows.conftest import API_KEY, FLEET
+from tests.sync.test_cli import assert_one_line_error
+
+pytestmark = pytest.mark.prefect
+
+PHALA_SYNC = str(Path(sys.executable).with_name("phala-sync"))
+
+
+@pytest.fixture(autouse=True)
+def _empty_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def engine(sqlite_url: str) -> Iterator[Engine]:
+    """A migrated SQLite database (the CLI's behaviour does not depend on the backend)."""
+    eng = make_engine(sqlite_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+def _sync(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["sync", *args])
+
+
+def test_sync_prints_the_summary(
+    prefect_api_url: str,
+    simulator: SimulatorServer,
+    sqlite_url: str,
+    engine: Engine,
+    api_key_env: str,
+) -> None:
+    common = ["--database-url", sqlite_url, "--base-url", simulator.base_url, "--target", "cli"]
+    first = _sync(*common, "--page-size", "30", "--concurrency", "2", "--lock-timeout", "5")
+    assert first.exit_code == 0, first.output
+    assert first.stdout.startswith("Run 1 succeeded")
+    cvm_line = next(line for line in first.stdout.splitlines() if line.startswith("cvm "))
+    assert cvm_line.split()[:3] == ["cvm", str(FLEET), str(FLEET)]
+
+    simulator.fleet.evolve({"delete": 2}, seed=1)
+    second = _sync(*common, "--json", "--validation-policy", "strict")
+    assert second.exit_code == 0, second.output
+    summary = orjson.loads(second.stdout)
+    assert summary["run_id"] == 2
+    assert summary["target"] == "cli"
+    assert summary["counts"]["cvm"]["deleted"] == 2
+    assert [r["status"] for r in queries.runs(engine)] == ["succeeded", "succeeded"]
+
+
+def test_sync_failures_are_one_line(
+    prefect_api_url: str,
+    simulator: SimulatorServer,
+    sqlite_url: str,
+    engine: Engine,
+    api_key_env: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db = ["--database-url", sqlite_url]
+    started = time.monotonic()
+    unreachable = _sync(*db, "--base-url", "http://127.0.0.1:9/api/v1")
+    assert_one_line_error(unreachable, "127.0.0.1:9", "ConnectError")
+    assert time.monotonic() - started < 20
+
+    monkeypatch.setenv("PHALA_CLOUD_API_KEY", "phak_wrong")
+    wrong_key = _sync(*db, "--base-url", simulator.base_url)
+    line = assert_one_line_error(wrong_key, "HTTP 401")
+    assert "phak_wrong" not in line
+    assert [r["status"] for r in queries.runs(engine)] == ["failed", "failed"]
+
+
+def _child_env(prefect_api_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHALA_")}
+    return {**env, "PREFECT_API_URL": prefect_api_url, **extra}
+
+
+def test_sync_in_a_child_process_prints_no_traceback(
+    prefect_api_url: str,
+    simulator: SimulatorServer,
+    sqlite_url: str,
+    engine: Engine,
+    tmp_path: Path,
+) -> None:
+    """Outside CliRunner, Prefect's own console logging shares stderr: still no traceback."""
+    env = _child_env(prefect_api_url, PHALA_CLOUD_API_KEY="phak_wrong_key_here")
+    done = subprocess.run(
+        [PHALA_SYNC, "sync", "--database-url", sqlite_url, "--base-url", simulator.base_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("phala-sync: error:")]
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith("phala-sync: error: HTTP 401")
+    assert "Still processing items" not in done.stderr
+    assert "phak_wrong_key_here" not in done.stderr + done.stdout
+    assert done.stdout == ""
+
+
+async def _deployment(name: str, timeout: float) -> DeploymentResponse:
+    deadline = time.monotonic() + timeout
+    async with get_client() as client:
+        while True:
+            try:
+                return await client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+
+def test_serve_registers_one_limited_deployment_per_target(
+    prefect_api_url: str, sqlite_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    env = _child_env(
+        prefect_api_url,
+        PHALA_CLOUD_API_KEY=API_KEY,
+        PHALA_SYNC_DATABASE_URL=sqlite_url,
+    )
+    argv = [PHALA_SYNC, "serve", "--target", "first", "--target", "second:second-key"]
+    argv += ["--cron", "0 0 1 1 *", "--api-version", "2025-10-28", "--page-size", "40"]
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=out, stderr=out)
+    try:
+        first = asyncio.run(_deployment("phala-sync/sync-first", timeout=60))
+        second = asyncio.run(_deployment("phala-sync/sync-second", timeout=10))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for deployment in (first, second):
+        assert deployment.global_concurrency_limit is not None
+        assert deployment.global_concurrency_limit.limit == 1
+        assert deployment.concurrency_options is not None
+        assert (
+            deployment.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW
+        )
+        (schedule,) = deployment.schedules
+        assert getattr(schedule.schedule, "cron", None) == "0 0 1 1 *"
+    assert first.parameters["target"] == "first"
+    assert first.parameters["api_version"] == "2025-10-28"
+    assert first.parameters["page_size"] == 40
+    assert "api_key_secret" not in first.parameters
+    assert second.parameters["api_key_secret"] == "second-key"
+    assert API_KEY not in orjson.dumps([first.parameters, second.parameters]).decode()
+    assert "serving sync-first, sync-second" in log.read_text()
+
+
+def test_serve_refuses_bad_input(prefect_api_url: str, sqlite_url: str, engine: Engine) -> None:
+    runner = CliRunner()
+    env = {"PHALA_SYNC_DATABASE_URL": sqlite_url, "PHALA_CLOUD_API_KEY": API_KEY}
+    both = runner.invoke(cli, ["serve", "--cron", "* * * * *", "--interval", "60"], env=env)
+    assert both.exit_code == 2
+    assert "not both" in both.output
+    assert_one_line_error(
+        runner.invoke(cli, ["serve", "--cron", "every day"], env=env), "invalid schedule"
+    )
+    assert_one_line_error(
+        runner.invoke(cli, ["serve", "--target", "a", "--target", "b"], env=env), "Secret block"
+    )
+    assert_one_line_error(
+        runner.invoke(cli, ["serve", "--target", "a/b"], env=env), "invalid target"
+    )
+    no_key = {"PHALA_SYNC_DATABASE_URL": sqlite_url}
+    assert_one_line_error(runner.invoke(cli, ["serve"], env=no_key), "PHALA_CLOUD_API_KEY")
+    unmigrated = {**env, "PHALA_SYNC_DATABASE_URL": sqlite_url + ".other"}
+    assert_one_line_error(runner.invoke(cli, ["serve"], env=unmigrated), "db upgrade")
