@@ -36,7 +36,6 @@ from sync.run import FetchResult, apply_run, fetch_and_stage, open_run, record_f
 from sync.settings import Settings, ValidationPolicy
 from sync.store.engine import make_engine, normalize_database_url, redact
 from sync.store.lock import run_lock
-from sync.store.staging import clear_staging
 
 FLOW_NAME = "phala-sync"
 #: Seconds between progress log lines while pages stream in.
@@ -84,8 +83,7 @@ def flow_settings(overrides: dict[str, Any], api_key: SecretStr | None) -> Setti
 async def fetch_task(engine: Engine, settings: Settings, run_id: int) -> dict[str, Any]:
     """Page through CVMs and apps, staging each page; returns ``FetchResult.to_dict()``."""
     logger = get_run_logger()
-    # A retried attempt starts over: drop whatever an earlier attempt of this run staged.
-    await asyncio.to_thread(clear_staging, engine, [run_id])
+    # A retried attempt starts over: fetch_and_stage empties the run's staging and quarantine.
     page_log = ThrottledLog(logger.info, every=PROGRESS_EVERY)
 
     def on_page(endpoint: str, pages: int, planned: int, items: int) -> None:

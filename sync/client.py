@@ -175,7 +175,7 @@ def _key_text(api_key: SecretStr | str | None) -> str:
     if not key:
         raise ConfigError(
             "no Phala Cloud API key: set PHALA_CLOUD_API_KEY (a phak_... key from the "
-            "Phala Cloud dashboard) or pass --api-key"
+            "Phala Cloud dashboard), in the environment or a .env file"
         )
     return key
 

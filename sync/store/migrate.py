@@ -51,7 +51,7 @@ def require_current(engine: Engine) -> None:
     current = current_revision(engine)
     head = head_revision()
     if current != head:
-        found = "an empty database" if current is None else f"revision {current}"
+        found = "empty (no migration applied)" if current is None else f"at revision {current}"
         raise IncompatibleSchemaError(
-            f"the database is at {found}, this release needs {head}: run `phala-sync db upgrade`"
+            f"the database is {found}, this release needs {head}: run `phala-sync db upgrade`"
         )
