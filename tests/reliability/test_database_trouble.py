@@ -9,6 +9,7 @@ the row), and the next run must record exactly what the failed one did not.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -192,12 +193,18 @@ def test_a_run_that_loses_its_lock_does_not_go_on_unprotected(
     h.fleet.evolve(EVOLVE, seed=3)
     second: list[str] = []
 
-    def intrude(*_: Any) -> None:
-        pg.terminate_lock_holder()
+    def second_run() -> None:
         try:
             second.append(h.run(lock_timeout=0).status)
         except RunLockedError:
             second.append("refused")
+
+    def intrude(*_: Any) -> None:
+        pg.terminate_lock_holder()
+        # Another process would start it; a thread has its own event loop, as a process would.
+        other = threading.Thread(target=second_run)
+        other.start()
+        other.join()
 
     drop = staging_module._drop_unchanged_payloads
     wrapped = once(drop, third_call(), intrude, before=True)
