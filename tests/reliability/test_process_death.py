@@ -134,7 +134,9 @@ def kill_and_recover(
             time.sleep(rng.uniform(0.0, 1.5))
     finally:
         child.kill()
-    assert child.proc.returncode == -signal.SIGKILL, child.stderr
+    # At a random moment the child may already have finished its run (then it must be complete).
+    landed = (-signal.SIGKILL, 0) if phase == "anytime" else (-signal.SIGKILL,)
+    assert child.proc.returncode in landed, child.stderr
     assert "Traceback" not in child.stderr, child.stderr
 
     # The database as the kill left it: consistent, the run either invisible or complete.
