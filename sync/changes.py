@@ -46,17 +46,11 @@ def loads_fields(text: str | bytes, datetime_fields: Iterable[str]) -> dict[str,
     return fields
 
 
-def jsonable(value: Any) -> Any:
-    """A value as change events store it (datetimes as ISO 8601 text)."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
 def diff(stored: Mapping[str, Any], observed: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The fields of ``observed`` whose value differs from ``stored``: {field: {old, new}}.
+
+    Values stay Python values (datetimes included): the engines' JSON serializer (orjson) writes
+    them as RFC 3339 text.
 
     Only observed (known) fields are compared; a field absent from ``observed`` is unknown to the
     pinned version and never a change.
@@ -65,13 +59,13 @@ def diff(stored: Mapping[str, Any], observed: Mapping[str, Any]) -> dict[str, di
     for name, new in observed.items():
         old = stored.get(name)
         if old != new:
-            changes[name] = {"old": jsonable(old), "new": jsonable(new)}
+            changes[name] = {"old": old, "new": new}
     return changes
 
 
 def created_changes(observed: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The change listing of a new entity: every known field, from null to its value."""
-    return {name: {"old": None, "new": jsonable(value)} for name, value in observed.items()}
+    return {name: {"old": None, "new": value} for name, value in observed.items()}
 
 
 def merge(stored: Mapping[str, Any], observed: Mapping[str, Any]) -> dict[str, Any]:

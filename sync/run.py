@@ -193,8 +193,11 @@ async def fetch_and_stage(
     clear_staging(engine, [run_id], quarantine=True)
     stager = Stager(engine, run_id)
     async with PhalaClient.from_settings(settings, transport=transport) as client:
-        cvms = await _listing("cvms", client.cvm_pages, stager.cvm_page, stager, on_page)
-        apps = await _listing("apps", client.app_pages, stager.app_page, stager, on_page)
+        try:
+            cvms = await _listing("cvms", client.cvm_pages, stager.cvm_page, stager, on_page)
+            apps = await _listing("apps", client.app_pages, stager.app_page, stager, on_page)
+        finally:
+            stager.close()
     invalid = cvms.quarantined + apps.quarantined
     considered = cvms.items + apps.items + invalid
     if (

@@ -35,6 +35,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 
@@ -289,12 +290,18 @@ class _EntityApplier:
         seen = select(_S.entity_id).where(
             _S.run_id == self.run_id, _S.entity_type == spec.entity_type
         )
-        self.conn.execute(update(spec.table).where(_staged_key(spec).in_(seen)).values(values))
+        self.conn.execute(
+            update(spec.table)
+            .where(_staged_key(spec).in_(seen), spec.table.c.last_seen_run_id != self.run_id)
+            .values(values)
+        )
 
     # ------------------------------------------------------------------------------ deletions
     def infer_deletions(self, endpoint: str) -> None:
         """Listed entities of this target that a complete listing did not show are deleted."""
         spec, t = self.spec, self.spec.table
+        if self.conn.dialect.name == "postgresql" and self.counts.created:
+            self.conn.execute(text(f"ANALYZE {t.name}"))  # its row count just changed
         key = spec.key_column
         staged = exists().where(
             _S.run_id == self.run_id, _S.entity_type == spec.entity_type, _S.entity_id == key
@@ -400,6 +407,10 @@ def apply_staged(
 ) -> dict[EntityType, EntityCounts]:
     """Apply every staged record of ``run_id``; infer deletions where ``complete`` says so."""
     dedupe_staging(conn, run_id)
+    if conn.dialect.name == "postgresql":
+        # Fresh statistics for the staged rows: without them the planner can pick a nested-loop
+        # anti-join for deletion inference that takes hours at 100k CVMs (docs/performance.md).
+        conn.execute(text(f"ANALYZE {_STAGING.name}"))
     endpoints = {"cvm": "cvms", "app": "apps"}
     appliers: dict[EntityType, _EntityApplier] = {}
     for entity_type in APPLY_ORDER:

@@ -70,6 +70,18 @@ class Stager:
     run_id: int
     pass_no: int = 1
     _refs: dict[tuple[str, str], Record] = field(default_factory=dict)
+    _conn: Connection | None = None
+
+    def close(self) -> None:
+        """Return the connection held for the run's pages (one per page would cost a checkout)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self.engine.connect()
+        return self._conn
 
     def cvm_page(self, page: Page[CvmBundle]) -> None:
         rows: list[StagedRow] = []
@@ -98,7 +110,8 @@ class Stager:
         quarantined: Sequence[QuarantinedItem],
         listed: EntitySpec,
     ) -> None:
-        with self.engine.begin() as conn:
+        conn = self._connection()
+        with conn.begin():
             if rows:
                 rows = _drop_unchanged_payloads(conn, listed, rows)
                 if conn.dialect.name == "postgresql":
