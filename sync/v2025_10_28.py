@@ -31,8 +31,9 @@ and imported by them, as the OpenAPI document defines them once.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Protocol
 
 from pydantic import (
     BaseModel,
@@ -88,6 +89,7 @@ __all__ = [
     "SchemaModel",
     "VmConfiguration",
     "VmInfo",
+    "app_bundle",
     "app_entity_id",
     "app_variant",
     "cvm_entity_id",
@@ -494,10 +496,47 @@ def minimal_app_bundle(app_id: str, raw: bytes) -> AppBundle:
     return AppBundle(app=app, member_vm_uuids=UNKNOWN, raw=raw)
 
 
-def normalize_app(item: DstackAppFullResponse | DstackAppMinimalResponse, raw: bytes) -> AppBundle:
-    """Map a full or minimal app; ``team_slug``/``team_name`` exist in this version only."""
-    if isinstance(item, DstackAppMinimalResponse):
-        return minimal_app_bundle(item.app_id, raw)
+class _Profile(Protocol):
+    display_name: str | None
+    avatar_url: str | None
+    description: str | None
+    custom_domain: str | None
+
+
+class _Member(Protocol):
+    @property
+    def vm_uuid(self) -> str | None: ...
+
+
+class _FullApp(Protocol):
+    """What :func:`app_bundle` reads of a full app, the same in every version."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def app_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def app_provision_type(self) -> str | None: ...
+    @property
+    def app_icon_url(self) -> str | None: ...
+    @property
+    def created_at(self) -> str: ...
+    @property
+    def kms_type(self) -> str: ...
+    @property
+    def profile(self) -> _Profile | None: ...
+    @property
+    def current_cvm(self) -> _Member | None: ...
+    @property
+    def cvms(self) -> Sequence[_Member]: ...
+    @property
+    def cvm_count(self) -> int: ...
+
+
+def app_bundle(item: _FullApp, raw: bytes, **version_fields: Any) -> AppBundle:
+    """The bundle of a full app of any version: the fields every version shares, plus its own."""
     profile = item.profile
     current = item.current_cvm
     app = AppRecord(
@@ -518,8 +557,14 @@ def normalize_app(item: DstackAppFullResponse | DstackAppMinimalResponse, raw: b
             if current is not None and current.vm_uuid is not None
             else None
         ),
-        team_slug=item.team_slug,
-        team_name=item.team_name,
+        **version_fields,
     )
     members = member_vm_uuids([c.vm_uuid for c in item.cvms])
     return AppBundle(app=app, member_vm_uuids=members, raw=raw)
+
+
+def normalize_app(item: DstackAppFullResponse | DstackAppMinimalResponse, raw: bytes) -> AppBundle:
+    """Map a full or minimal app; ``team_slug``/``team_name`` exist in this version only."""
+    if isinstance(item, DstackAppMinimalResponse):
+        return minimal_app_bundle(item.app_id, raw)
+    return app_bundle(item, raw, team_slug=item.team_slug, team_name=item.team_name)

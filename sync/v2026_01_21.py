@@ -21,7 +21,6 @@ from pydantic import Field, StringConstraints, Tag, TypeAdapter
 
 from sync.records import (
     AppBundle,
-    AppRecord,
     CreatorRecord,
     CvmBundle,
     CvmRecord,
@@ -42,8 +41,8 @@ from sync.v2025_10_28 import (
     ProfileGetResponse,
     ProjectId,
     SchemaModel,
+    app_bundle,
     app_entity_id,
-    member_vm_uuids,
     minimal_app_bundle,
 )
 
@@ -351,26 +350,4 @@ def normalize_app(item: DstackAppFullResponse | DstackAppMinimalResponse, raw: b
     """Map a full or minimal app; this version has no ``team_slug``/``team_name``."""
     if isinstance(item, DstackAppMinimalResponse):
         return minimal_app_bundle(item.app_id, raw)
-    profile = item.profile
-    current = item.current_cvm
-    app = AppRecord(
-        app_id=item.app_id,
-        project_id=item.id,
-        name=item.name,
-        app_provision_type=item.app_provision_type,
-        app_icon_url=item.app_icon_url,
-        created_at=item.created_at,
-        kms_type=item.kms_type,
-        profile_display_name=profile.display_name if profile is not None else None,
-        profile_avatar_url=profile.avatar_url if profile is not None else None,
-        profile_description=profile.description if profile is not None else None,
-        profile_custom_domain=profile.custom_domain if profile is not None else None,
-        cvm_count=item.cvm_count,
-        current_vm_uuid=(
-            normalize_vm_uuid(current.vm_uuid)
-            if current is not None and current.vm_uuid is not None
-            else None
-        ),
-    )
-    members = member_vm_uuids([c.vm_uuid for c in item.cvms])
-    return AppBundle(app=app, member_vm_uuids=members, raw=raw)
+    return app_bundle(item, raw)

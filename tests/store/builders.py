@@ -24,6 +24,7 @@ from sync.run import FetchResult, ListingResult, RunSummary, apply_run, open_run
 from sync.settings import Settings
 from sync.store.lock import run_lock
 from sync.store.staging import Stager
+from tests.sync.test_normalize import LEGACY_UNKNOWN_CVM_FIELDS
 
 
 def cvm(n: int, **overrides: Any) -> CvmRecord:
@@ -67,31 +68,7 @@ def cvm(n: int, **overrides: Any) -> CvmRecord:
     return replace(base, **overrides)
 
 
-LEGACY_UNKNOWN: dict[str, Any] = dict.fromkeys(
-    (
-        "cvm_id",
-        "instance_type",
-        "gpus",
-        "compute_billing_price",
-        "workspace_id",
-        "creator_id",
-        "kms_type",
-        "os_name",
-        "os_version",
-        "os_image_hash",
-        "os_is_dev",
-        "compose_hash",
-        "gateway_enabled",
-        "public_logs",
-        "public_sysinfo",
-        "public_tcbinfo",
-        "secure_time",
-        "storage_fs",
-        "created_at",
-        "api_deleted_at",
-    ),
-    UNKNOWN,
-)
+LEGACY_UNKNOWN: dict[str, Any] = dict.fromkeys(LEGACY_UNKNOWN_CVM_FIELDS, UNKNOWN)
 
 
 def bundle(rec: CvmRecord, *, legacy: bool = False) -> CvmBundle:
