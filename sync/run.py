@@ -138,6 +138,7 @@ async def _listing(
             total_quarantined += len(page.quarantined)
             if on_page is not None:
                 on_page(endpoint, staged_pages, planned, total_items)
+        stager.flush()
         engine = stager.engine
         distinct = distinct_staged(engine, stager.run_id, entity_type, pass_no)
         _, unkeyed, held = quarantine_counts(engine, stager.run_id, endpoint, pass_no, entity_type)

@@ -35,14 +35,13 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    text,
     update,
 )
 
 from models import AppCvm, ChangeEvent, QuarantinedItem, StagedRecord, table_of
 from sync.changes import created_changes, diff, loads_fields, merge
 from sync.records import EntityType
-from sync.store.bulk import bulk_insert
+from sync.store.bulk import analyze, bulk_insert
 from sync.store.specs import APP_MEMBERS, APPLY_ORDER, REFERENCE_TYPES, SPECS, EntitySpec
 
 CHUNK = 2000
@@ -300,8 +299,8 @@ class _EntityApplier:
     def infer_deletions(self, endpoint: str) -> None:
         """Listed entities of this target that a complete listing did not show are deleted."""
         spec, t = self.spec, self.spec.table
-        if self.conn.dialect.name == "postgresql" and self.counts.created:
-            self.conn.execute(text(f"ANALYZE {t.name}"))  # its row count just changed
+        if self.counts.created:
+            analyze(self.conn, t)  # its row count just changed
         key = spec.key_column
         staged = exists().where(
             _S.run_id == self.run_id, _S.entity_type == spec.entity_type, _S.entity_id == key
@@ -407,10 +406,9 @@ def apply_staged(
 ) -> dict[EntityType, EntityCounts]:
     """Apply every staged record of ``run_id``; infer deletions where ``complete`` says so."""
     dedupe_staging(conn, run_id)
-    if conn.dialect.name == "postgresql":
-        # Fresh statistics for the staged rows: without them the planner can pick a nested-loop
-        # anti-join for deletion inference that takes hours at 100k CVMs (docs/performance.md).
-        conn.execute(text(f"ANALYZE {_STAGING.name}"))
+    # Fresh statistics for the staged rows: without them PostgreSQL's planner can pick a
+    # nested-loop anti-join for deletion inference that takes hours at 100k CVMs.
+    analyze(conn, _STAGING)
     endpoints = {"cvm": "cvms", "app": "apps"}
     appliers: dict[EntityType, _EntityApplier] = {}
     for entity_type in APPLY_ORDER:

@@ -50,3 +50,9 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
         copy_rows(conn, table, columns, [encode(r) for r in rows])
     else:
         copy_rows(conn, table, columns, [[r[c] for c in columns] for r in rows])
+
+
+def analyze(conn: Connection, table: Table) -> None:
+    """PostgreSQL: refresh the planner's statistics of ``table`` (inside the transaction)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f'ANALYZE "{table.name}"')

@@ -70,13 +70,25 @@ class Stager:
     run_id: int
     pass_no: int = 1
     _refs: dict[tuple[str, str], Record] = field(default_factory=dict)
+    #: Pages written per commit: one transaction per page costs a commit round trip each.
+    pages_per_commit: int = 20
     _conn: Connection | None = None
+    _pending: int = 0
+
+    def flush(self) -> None:
+        """Commit what is written so far (before anything reads staging on another connection)."""
+        if self._conn is not None and self._conn.in_transaction():
+            self._conn.commit()
+        self._pending = 0
 
     def close(self) -> None:
-        """Return the connection held for the run's pages (one per page would cost a checkout)."""
+        """Commit and return the one connection held for the run's pages."""
         if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            try:
+                self.flush()
+            finally:
+                self._conn.close()
+                self._conn = None
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
@@ -111,7 +123,9 @@ class Stager:
         listed: EntitySpec,
     ) -> None:
         conn = self._connection()
-        with conn.begin():
+        if not conn.in_transaction():
+            conn.begin()  # explicit: the COPY below goes through the driver, unseen by autobegin
+        try:
             if rows:
                 rows = _drop_unchanged_payloads(conn, listed, rows)
                 if conn.dialect.name == "postgresql":
@@ -139,6 +153,13 @@ class Stager:
                         for q in quarantined
                     ],
                 )
+        except BaseException:
+            if conn.in_transaction():
+                conn.rollback()
+            raise
+        self._pending += 1
+        if self._pending >= self.pages_per_commit:
+            self.flush()
 
 
 def _drop_unchanged_payloads(

@@ -160,6 +160,7 @@ def run_with(
                 items=app_items,
             )
         )
+        stager.close()  # commits: staging is read back on other connections
         fetch = FetchResult(
             cvms=listing("cvms", len(cvms), complete=complete),
             apps=listing("apps", len(app_items), complete=complete),
