@@ -232,10 +232,9 @@ def cvm_legacy(c: Cvm, salt: int) -> JsonDict:
             "kms_urls": [kms.url] if kms else [],
             "gateway_urls": [f"https://gateway.{domain}"] if domain else [],
         }
-    if c.status in ("exited", "stopped"):
-        hosted["exited_at"] = c.updated_iso
-    elif v & 256:
-        hosted["exited_at"] = None
+    # Always present (null while running): the server serializes it, and the official SDK
+    # schema (@phala/cloud 0.2.9, VmInfoV20251028) requires the key; OpenAPI has it optional.
+    hosted["exited_at"] = c.updated_iso if c.status in ("exited", "stopped") else None
     hosted["boot_progress"] = "done" if c.status == "running" else None
     hosted["boot_error"] = c.boot_error
     hosted["shutdown_progress"] = None
