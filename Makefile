@@ -7,11 +7,12 @@ PYTEST_ARGS ?=
 
 .PHONY: install lint format typecheck test test-fast demo bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "phala-sync needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps phala-cloud==0.2.0
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -4,7 +4,8 @@ Two shapes cover the four versions (see :mod:`.versions`): ``legacy`` renders ``
 and ``CvmBasicInfo`` app members, ``current`` renders ``CVMInfo`` for both. Every fact comes from
 the same :class:`~.model.Cvm`, so a CVM shows the same facts in every version. Optional fields are
 absent or null per CVM (chosen by ``Cvm.variant``, so stable across renders), and current items
-carry fields newer servers send that the 2026-01-21 schema does not list.
+carry fields newer servers send that the 2026-01-21 schema does not list, in the shapes the
+official Python SDK gives them (see :mod:`sync.simulator` for where the SDKs and OpenAPI differ).
 
 Decorative values (addresses, hashes, URLs) are derived from the fleet salt and the entity's
 sequence number, so they cost no memory and never change unless the facts do.
@@ -73,7 +74,8 @@ def cvm_current(c: Cvm, salt: int) -> JsonDict:
             "version": node.version,
         }
         if v & 3 == 3:
-            ni["device_ids"] = [node.device_id]
+            # The Python SDK's shape (``NodeRef.device_ids: list[DeviceIdEntry]``), not strings.
+            ni["device_ids"] = [_device_id_entry(node.device_id)]
         d["node_info"] = ni
     if os_ is not None:
         d["os"] = {"name": os_[0], "version": os_[1], "is_dev": os_[2], "os_image_hash": os_[3]}
@@ -167,11 +169,27 @@ def cvm_current(c: Cvm, salt: int) -> JsonDict:
         d["base_image"] = os_[0] if os_ else None
         d["features"] = ["kms", "tproxy-net"]
         d["runner"] = "docker-compose"
-        d["manifest_version"] = 2
-        d["hourly_rate"] = c.price
+        # The Python SDK's shapes: ``manifest_version: str`` (the compose file's own
+        # ``manifest_version`` is an integer) and ``hourly_rate`` an object of decimal strings.
+        d["manifest_version"] = "2"
+        d["hourly_rate"] = _hourly_rate(c.price)
         d["billing_interval"] = "hour" if c.billing_period == "hourly" else "month"
         d["gpu_rental_order"] = None
     return d
+
+
+def _device_id_entry(device_id: str) -> JsonDict:
+    """A ``node_info.device_ids`` entry (the Python SDK's ``DeviceIdEntry``)."""
+    return {"device_id": device_id, "algorithm_version": "v1", "os_image_ids": [], "enabled": True}
+
+
+def _hourly_rate(price: str | None) -> JsonDict | None:
+    """``hourly_rate`` in the Python SDK's shape (``CvmHourlyRateV20260121``).
+
+    The compute price is the total: the simulator has no separate disk price, so ``disk`` is
+    null. No price, no rate.
+    """
+    return None if price is None else {"total": price, "compute": price, "disk": None}
 
 
 def _compose_yaml(c: Cvm) -> str:
