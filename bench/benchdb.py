@@ -1,10 +1,12 @@
-"""Fresh, private databases for the benchmark, and row counts per table.
+"""Databases for the benchmark.
 
-SQLite: a file in a temporary directory (removed afterwards). PostgreSQL: a private schema (the
-tests' ``options=-csearch_path=<schema>`` trick) in a database of its own, ``phala_sync_bench`` by
-default, created when missing. A database of its own because the run lock is a PostgreSQL advisory
-lock, which is per database: a benchmark run in the tests' database would hold the lock that
-concurrent test runs of other engineers need (and wait for theirs).
+The measured runs get a fresh PostgreSQL database per fleet on the local server
+(:func:`recreate_database`, ``phala_sync_bench_<size>``, dropped afterwards), migrated by the CLI.
+``--profile`` uses a private schema (the tests' ``options=-csearch_path=<schema>`` trick) in a
+database of its own, ``phala_sync_bench``, created when missing (:func:`fresh_database`). Databases
+of their own because the run lock is a PostgreSQL advisory lock, which is per database: a
+benchmark run in the tests' database would hold the lock that concurrent test runs of other
+engineers need (and wait for theirs).
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, func, select, table, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from models import Base
 from sync.store.engine import normalize_database_url
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/phala_sync_bench"
-TABLES: tuple[str, ...] = tuple(t.name for t in Base.metadata.sorted_tables)
+#: The server the measured runs use: each fleet gets a database of its own on it.
+DEFAULT_POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def ensure_postgres_database(url: str) -> None:
@@ -81,20 +83,50 @@ def fresh_database(
         admin.dispose()
 
 
-def row_counts(engine: Engine) -> dict[str, int]:
-    """``SELECT COUNT(*)`` of every table of the models."""
-    with engine.connect() as conn:
-        return {
-            name: int(conn.execute(select(func.count()).select_from(table(name))).scalar_one())
-            for name in TABLES
-        }
+def database_url(server_url: str, name: str) -> str:
+    """``server_url`` with its database replaced by ``name`` (as text, password kept out)."""
+    url = make_url(server_url).set(database=name)
+    if url.password is not None:
+        raise SystemExit("the PostgreSQL URL must carry no password (use trust auth or .pgpass)")
+    return url.render_as_string(hide_password=True)
 
 
-def analyze(engine: Engine) -> None:
-    """``ANALYZE`` every table of the models (PostgreSQL), as autovacuum would between runs."""
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for name in TABLES:
-            conn.execute(text(f'ANALYZE "{name}"'))
+def _server_admin(server_url: str) -> Engine:
+    return create_engine(
+        normalize_database_url(server_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
+    )
+
+
+def recreate_database(server_url: str, name: str) -> str:
+    """``DROP DATABASE IF EXISTS name`` then ``CREATE DATABASE name``; returns its URL."""
+    url = database_url(server_url, name)
+    admin = _server_admin(server_url)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return url
+
+
+def drop_database(server_url: str, name: str) -> None:
+    admin = _server_admin(server_url)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def analyze_database(url: str) -> None:
+    """``ANALYZE`` the whole database (PostgreSQL), as autovacuum would between runs."""
+    engine = create_engine(normalize_database_url(url), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("ANALYZE"))
+    finally:
+        engine.dispose()
 
 
 def server_settings(postgres_url: str) -> dict[str, str]:
