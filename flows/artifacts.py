@@ -17,11 +17,17 @@ from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from sqlalchemy import Engine
 
 from sync import queries
-from sync.cli_output import COUNT_FIELDS, change_line, change_tally, count_rows, sort_changes
+from sync.cli_output import (
+    COUNT_FIELDS,
+    ENTITY_ORDER,
+    change_line,
+    change_tally,
+    count_rows,
+    sort_changes,
+)
 
 #: Change events listed in the markdown artifact (the tally above the list counts them all).
 MAX_LISTED_CHANGES = 100
-_QUERY_LIMIT = 100_000
 
 
 def artifact_key(target: str, kind: str) -> str:
@@ -53,8 +59,20 @@ def _md_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list
     return out
 
 
-def changes_markdown(summary: Mapping[str, Any], changes: Sequence[Mapping[str, Any]]) -> str:
-    """A markdown page: the run's headline, its counts, a tally of the changes and a list."""
+def changes_markdown(
+    summary: Mapping[str, Any],
+    changes: Sequence[Mapping[str, Any]],
+    *,
+    tally: Sequence[Mapping[str, Any]] | None = None,
+) -> str:
+    """A markdown page: the run's headline, its counts, a tally of the changes and a list.
+
+    ``changes`` may be the first of the run's changes only, when ``tally`` counts them all.
+    """
+    if tally is None:
+        tally = change_tally(changes)
+    kinds = ["entity", "created", "updated", "deleted", "restored"]
+    total = sum(int(row[k]) for row in tally for k in kinds[1:])
     lines = [
         f"# Run {summary['run_id']} of target `{_md(summary['target'])}`: {summary['status']}",
         "",
@@ -67,36 +85,52 @@ def changes_markdown(summary: Mapping[str, Any], changes: Sequence[Mapping[str, 
         "",
         *_md_table(count_rows(summary), ["entity", *COUNT_FIELDS]),
         "",
-        f"## Changes ({len(changes)})",
+        f"## Changes ({total})",
         "",
     ]
-    if not changes:
+    if not total:
         lines.append("Nothing changed.")
         return "\n".join(lines)
-    kinds = ["entity", "created", "updated", "deleted", "restored"]
-    lines.extend(_md_table(change_tally(changes), kinds))
+    lines.extend(_md_table(tally, kinds))
     lines.append("")
-    lines.extend(f"- {_md(change_line(c))}" for c in sort_changes(changes)[:MAX_LISTED_CHANGES])
-    if len(changes) > MAX_LISTED_CHANGES:
+    listed = sort_changes(changes)[:MAX_LISTED_CHANGES]
+    lines.extend(f"- {_md(change_line(c))}" for c in listed)
+    if total > len(listed):
         lines.append(
-            f"- ... and {len(changes) - MAX_LISTED_CHANGES} more: "
-            f"`phala-sync changes --run {summary['run_id']}`"
+            f"- ... and {total - len(listed)} more: `phala-sync changes --run {summary['run_id']}`"
         )
     return "\n".join(lines)
 
 
+def _tally_rows(counts: Mapping[tuple[str, str], int]) -> list[dict[str, Any]]:
+    kinds = ("created", "updated", "deleted", "restored")
+    present = {entity for entity, _ in counts}
+    return [
+        {"entity": e, **{k: counts.get((e, k), 0) for k in kinds}}
+        for e in ENTITY_ORDER
+        if e in present
+    ]
+
+
 async def publish_summary(engine: Engine, summary: Mapping[str, Any]) -> None:
-    """Create the counts table and changes page artifacts of one succeeded run."""
+    """Create the counts table and changes page artifacts of one succeeded run.
+
+    Counted and listed in SQL (a tally and the first changes), so memory does not grow with the
+    number of changes a run made.
+    """
     run_id = int(summary["run_id"])
     target = str(summary["target"])
-    changes = await asyncio.to_thread(queries.changes, engine, run_id=run_id, limit=_QUERY_LIMIT)
+    counts = await asyncio.to_thread(queries.change_counts, engine, run_id)
+    changes = await asyncio.to_thread(
+        queries.first_changes, engine, run_id, ENTITY_ORDER, MAX_LISTED_CHANGES
+    )
     await acreate_table_artifact(
         counts_table(summary),
         key=artifact_key(target, "counts"),
         description=f"phala-sync run {run_id} (target {target!r}): counts per entity type",
     )
     await acreate_markdown_artifact(
-        changes_markdown(summary, changes),
+        changes_markdown(summary, changes, tally=_tally_rows(counts)),
         key=artifact_key(target, "changes"),
         description=f"phala-sync run {run_id} (target {target!r}): what changed",
     )

@@ -6,9 +6,12 @@ Prefect ``Secret`` block ``BLOCK``). Every deployment gets a concurrency limit o
 queued, since the next schedule tick syncs everything anyway. Several targets share the database's
 run lock, so their runs wait for each other up to ``lock_timeout`` seconds.
 
-``serve`` runs the deployments in this process (``prefect.serve``); the same
-:func:`build_deployments` output can be handed to ``prefect.deploy(..., work_pool_name=...)`` to run
-on workers of a work pool instead (see docs/operations.md).
+``serve`` runs the deployments in this process (``prefect.serve``). ``deploy`` registers them with
+an existing work pool instead (:func:`register_deployments`): each references the flow by its
+installed module path (``flows.sync_flow.sync_flow``), so a stock ``prefect worker start --pool
+POOL`` runs it on any machine where phala-sync is installed, with nothing pushed or pulled. The
+API key comes from the worker's environment or a Secret block, the database URL from the worker's
+environment: neither is ever a parameter.
 """
 
 from __future__ import annotations
@@ -18,9 +21,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from prefect import serve
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL
+from prefect.types.entrypoint import EntrypointType
 
 from flows.sync_flow import sync_flow
 from sync.errors import ConfigError
@@ -66,8 +74,15 @@ def build_deployments(
     validation_policy: ValidationPolicy | None = None,
     lock_timeout: float = SERVED_LOCK_TIMEOUT,
     fetch_retries: int = 1,
+    entrypoint_type: EntrypointType = EntrypointType.FILE_PATH,
+    env: dict[str, str] | None = None,
 ) -> list[RunnerDeployment]:
-    """One scheduled deployment of the sync flow per target."""
+    """One scheduled deployment of the sync flow per target.
+
+    ``entrypoint_type=EntrypointType.MODULE_PATH`` makes the deployment name the flow by module
+    (for workers); ``env`` becomes the ``env`` job variable (never give it a secret: job variables
+    are stored in clear).
+    """
     if cron is not None and interval is not None:
         raise ConfigError("give a cron schedule or an interval, not both")
     if not targets:
@@ -108,6 +123,8 @@ def build_deployments(
             ),
             tags=["phala-sync", f"target:{target.name}"],
             description=f"Sync the Phala Cloud fleet of target {target.name!r}.",
+            entrypoint_type=entrypoint_type,
+            job_variables={"env": dict(env)} if env else None,
         )
         # to_deployment dispatches on the caller: from synchronous code it returns the object.
         assert isinstance(deployment, RunnerDeployment)
@@ -118,3 +135,38 @@ def build_deployments(
 def serve_deployments(deployments: list[RunnerDeployment]) -> None:
     """Serve the deployments until interrupted (Ctrl-C or SIGTERM)."""
     serve(*deployments)
+
+
+def _api_url() -> str:
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise ConfigError(
+            "no Prefect server: set PREFECT_API_URL to the API of the server the workers poll, "
+            "e.g. http://127.0.0.1:4200/api"
+        )
+    return str(url)
+
+
+def register_deployments(deployments: list[RunnerDeployment], work_pool: str) -> list[str]:
+    """Create or update the deployments on the existing ``work_pool``; returns their full names.
+
+    Raises :class:`~sync.errors.ConfigError` when no Prefect server is configured or reachable, or
+    the pool does not exist (deploying never creates one: its type decides where runs happen).
+    """
+    url = _api_url()
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_work_pool(work_pool)
+    except ObjectNotFound:
+        raise ConfigError(
+            f"no work pool {work_pool!r} on the Prefect server at {url}: create it with "
+            f"`prefect work-pool create {work_pool} --type process`"
+        ) from None
+    except (httpx.HTTPError, RuntimeError) as exc:
+        raise ConfigError(
+            f"cannot reach the Prefect server at {url} ({type(exc).__name__}): start it "
+            "(`prefect server start`) or fix PREFECT_API_URL"
+        ) from None
+    for deployment in deployments:
+        deployment.apply(work_pool_name=work_pool)
+    return [f"{d.flow_name}/{d.name}" for d in deployments]

@@ -68,8 +68,8 @@ class QuarantinedItem(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("sync_runs.id"), index=True)
     endpoint: Mapped[str]
-    page: Mapped[int]
-    item_index: Mapped[int]
+    page: Mapped[int | None]  # NULL: refused by the database after the fetch
+    item_index: Mapped[int | None]
     entity_id: Mapped[str | None]
     pass_no: Mapped[int] = mapped_column(default=1)
     error: Mapped[str] = mapped_column(Text)

@@ -1,12 +1,12 @@
-"""The ``phala-sync`` command line: sync, serve, migrate, ask the database, run the demo.
+"""The ``phala-sync`` command line: sync, serve, deploy, migrate, ask the database, run the demo.
 
 Settings come from flags, then the environment (``PHALA_CLOUD_API_KEY``, ``PHALA_CLOUD_API_PREFIX``,
 ``PHALA_SYNC_*``), then a ``.env`` file. The API key is never a flag: a flag's value shows in
 ``ps`` and in shell history. Errors end the command with one line on stderr and exit status 1
 (2 for a usage error); ``phala-sync --debug ...`` shows the traceback instead.
 
-Only ``sync``, ``serve`` and ``demo`` import Prefect, and only when they run; ``simulate`` is
-loaded when it is invoked.
+Only ``sync``, ``serve``, ``deploy`` and ``demo`` import Prefect, and only when they run;
+``simulate`` is loaded when it is invoked.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 from sqlalchemy import Engine
@@ -31,6 +32,9 @@ from sync.errors import PhalaSyncError, StoreError
 from sync.settings import Settings
 from sync.store import migrate
 from sync.store.engine import make_engine, normalize_database_url, redact
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -110,6 +114,16 @@ def database_option(f: F) -> F:
     )(f)
 
 
+def migrate_option(f: F) -> F:
+    return click.option(
+        "--migrate",
+        is_flag=True,
+        default=None,
+        help="Upgrade a database at an older schema revision when a run starts [env "
+        "PHALA_SYNC_MIGRATE]. An empty database is always created.",
+    )(f)
+
+
 def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
 
@@ -118,16 +132,23 @@ def _settings(**overrides: Any) -> Settings:
     return build_settings(overrides)
 
 
+#: What :func:`open_database` asks of the schema: at head (``current``, the query commands), one
+#: a run can start on (``runnable``: empty, at head, or older with ``migrate``), or nothing.
+SchemaCheck = Literal["current", "runnable", "none"]
+
+
 @contextlib.contextmanager
-def open_database(settings: Settings, *, migrated: bool = True) -> Iterator[Engine]:
-    """An engine on the configured database; with ``migrated``, it must exist and be at head."""
+def open_database(settings: Settings, *, schema: SchemaCheck = "current") -> Iterator[Engine]:
+    """An engine on the configured database, whose schema passed the ``schema`` check."""
     url = normalize_database_url(settings.database_url)
     path = url.database if url.get_backend_name() == "sqlite" else None
+    missing = bool(path) and path != ":memory:" and not Path(str(path)).exists()
     if path and path != ":memory:":
-        if migrated and not Path(path).exists():
+        if schema == "current" and missing:
             raise StoreError(
-                f"no database at {path}: create it with `phala-sync db upgrade` "
-                "(or point --database-url / PHALA_SYNC_DATABASE_URL at an existing one)"
+                f"no database at {path}: create it with `phala-sync db upgrade` or a first "
+                "`phala-sync sync` (or point --database-url / PHALA_SYNC_DATABASE_URL at an "
+                "existing one)"
             )
         if not Path(path).absolute().parent.is_dir():
             raise StoreError(
@@ -136,8 +157,10 @@ def open_database(settings: Settings, *, migrated: bool = True) -> Iterator[Engi
             )
     engine = make_engine(url)
     try:
-        if migrated:
+        if schema == "current":
             migrate.require_current(engine)
+        elif schema == "runnable" and not missing:  # a missing file: the first run creates it
+            migrate.check_schema(engine, migrate=settings.migrate)
         yield engine
     finally:
         engine.dispose()
@@ -196,6 +219,7 @@ def cli(debug: bool) -> None:
     show_default=True,
     help="Restart the fetch this many times after a retriable failure.",
 )
+@migrate_option
 @json_option
 def sync_command(
     database_url: str | None,
@@ -208,13 +232,15 @@ def sync_command(
     lock_timeout: float | None,
     key_secret: str | None,
     retries: int,
+    migrate: bool | None,
     as_json: bool,
 ) -> None:
     """Run one sync through the Prefect flow and print its summary.
 
     The API key comes from PHALA_CLOUD_API_KEY (environment or .env) or, with --key-secret, from
-    a Prefect Secret block. Without a Prefect server configured (PREFECT_API_URL), Prefect starts
-    a temporary local one for the run.
+    a Prefect Secret block. An empty database gets the schema; one at an older revision needs
+    `phala-sync db upgrade` or --migrate. Without a Prefect server configured (PREFECT_API_URL),
+    a temporary local one runs for the command and dies with it.
     """
     overrides: dict[str, Any] = {
         "database_url": database_url,
@@ -226,11 +252,12 @@ def sync_command(
         "concurrency": concurrency,
         "lock_timeout": lock_timeout,
     }
-    settings = build_settings(overrides)
+    settings = build_settings({**overrides, "migrate": migrate})
     if key_secret is None:
         require_api_key(settings)
-    with open_database(settings):
+    with open_database(settings, schema="runnable"):
         pass  # fail fast, before Prefect starts, on a database that is unreachable or stale
+    _pass_migrate_on(settings)
     parameters = {k: v for k, v in overrides.items() if v is not None}
     if database_url is not None and normalize_database_url(database_url).password is not None:
         # A flow parameter is stored by Prefect: keep the password out of it. The flow runs in
@@ -244,85 +271,173 @@ def sync_command(
     click.echo(to_json(summary) if as_json else summary_text(summary))
 
 
-# ---------------------------------------------------------------------------------- serve
-@cli.command()
-@click.option(
-    "--target",
-    "targets",
-    multiple=True,
-    metavar="NAME[:BLOCK]",
-    help="A target to serve, repeatable. NAME uses PHALA_CLOUD_API_KEY; NAME:BLOCK reads the "
-    "key from the Prefect Secret block BLOCK. [default: PHALA_SYNC_TARGET or 'default']",
-)
-@click.option("--cron", help="Cron schedule, e.g. '*/30 * * * *'.")
-@click.option(
-    "--interval", type=click.FloatRange(min=1), help="Seconds between runs [default: 3600]."
-)
-@click.option("--api-version", metavar="DATE", help="Pinned X-Phala-Version.")
-@click.option("--page-size", type=int, help="Items per page, 1-100.")
-@click.option("--validation-policy", type=click.Choice(["strict", "quarantine"]))
-@click.option(
-    "--lock-timeout",
-    type=float,
-    default=600.0,
-    show_default=True,
-    help="Seconds a run waits for another target's run to release the database.",
-)
-@click.option(
-    "--retries",
-    type=click.IntRange(0, 10),
-    default=1,
-    show_default=True,
-    help="Restart a run's fetch this many times after a retriable failure.",
-)
-def serve(
-    targets: tuple[str, ...],
-    cron: str | None,
-    interval: float | None,
-    api_version: str | None,
-    page_size: int | None,
-    validation_policy: str | None,
-    lock_timeout: float,
-    retries: int,
-) -> None:
-    """Serve one scheduled deployment per target until interrupted.
+def _pass_migrate_on(settings: Settings) -> None:
+    """The flow reads ``migrate`` from the environment (it is no flow parameter): pass it on."""
+    if settings.migrate:
+        os.environ["PHALA_SYNC_MIGRATE"] = "true"
 
-    Each deployment runs at most one flow run at a time (a run due while the previous one is
-    still going is cancelled). The database is PHALA_SYNC_DATABASE_URL; it must be migrated
-    (`phala-sync db upgrade`). Point PREFECT_API_URL at a Prefect server to see the runs there.
-    """
-    if cron is not None and interval is not None:
-        raise click.UsageError("give --cron or --interval, not both")
-    settings = _settings(
-        api_version=api_version, page_size=page_size, validation_policy=validation_policy
-    )
-    with open_database(settings):
-        pass  # fail at start, not at the first scheduled run
-    from sync.cli_flow import prefect_env_defaults
 
-    prefect_env_defaults()
-    # Imported here: Prefect is slow to import and only the flow-running commands need it.
-    from flows.deploy import Target, build_deployments, serve_deployments
+# ------------------------------------------------------------------------- serve and deploy
+def deployment_options(f: F) -> F:
+    """The options ``serve`` and ``deploy`` share: targets, schedule, and run parameters."""
+    options = [
+        click.option(
+            "--target",
+            "targets",
+            multiple=True,
+            metavar="NAME[:BLOCK]",
+            help="A target, repeatable. NAME uses PHALA_CLOUD_API_KEY; NAME:BLOCK reads the key "
+            "from the Prefect Secret block BLOCK. [default: PHALA_SYNC_TARGET or 'default']",
+        ),
+        click.option("--cron", help="Cron schedule, e.g. '*/30 * * * *'."),
+        click.option(
+            "--interval",
+            type=click.FloatRange(min=1),
+            help="Seconds between runs [default: 3600].",
+        ),
+        click.option("--api-version", metavar="DATE", help="Pinned X-Phala-Version."),
+        click.option("--page-size", type=int, help="Items per page, 1-100."),
+        click.option("--validation-policy", type=click.Choice(["strict", "quarantine"])),
+        click.option(
+            "--lock-timeout",
+            type=float,
+            default=600.0,
+            show_default=True,
+            help="Seconds a run waits for another target's run to release the database.",
+        ),
+        click.option(
+            "--retries",
+            type=click.IntRange(0, 10),
+            default=1,
+            show_default=True,
+            help="Restart a run's fetch this many times after a retriable failure.",
+        ),
+        migrate_option,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
 
-    parsed = [Target.parse(t) for t in targets] or [Target(settings.target)]
-    if any(t.key_secret is None for t in parsed):
-        require_api_key(settings)
+
+@dataclass(frozen=True)
+class DeploymentOptions:
+    """What ``serve`` and ``deploy`` were given (see :func:`deployment_options`)."""
+
+    targets: tuple[str, ...]
+    cron: str | None
+    interval: float | None
+    api_version: str | None
+    page_size: int | None
+    validation_policy: str | None
+    lock_timeout: float
+    retries: int
+    migrate: bool | None
+
+
+def _deployments(
+    options: DeploymentOptions, settings: Settings, **extra: Any
+) -> list[RunnerDeployment]:
+    """The deployments for ``options``; one-line errors for bad targets and schedules."""
+    from flows.deploy import Target, build_deployments
+
+    parsed = [Target.parse(t) for t in options.targets] or [Target(settings.target)]
     try:
-        deployments = build_deployments(
+        return build_deployments(
             parsed,
-            cron=cron,
-            interval=interval,
-            api_version=api_version,
-            page_size=page_size,
-            validation_policy=settings.validation_policy if validation_policy else None,
-            lock_timeout=lock_timeout,
-            fetch_retries=retries,
+            cron=options.cron,
+            interval=options.interval,
+            api_version=options.api_version,
+            page_size=options.page_size,
+            validation_policy=settings.validation_policy if options.validation_policy else None,
+            lock_timeout=options.lock_timeout,
+            fetch_retries=options.retries,
+            **extra,
         )
     except ValueError as exc:  # Prefect's schedule validation (a bad cron expression)
         raise CliError(f"invalid schedule: {_first_line(str(exc))}") from None
+
+
+def _deployment_settings(options: DeploymentOptions) -> Settings:
+    if options.cron is not None and options.interval is not None:
+        raise click.UsageError("give --cron or --interval, not both")
+    return _settings(
+        api_version=options.api_version,
+        page_size=options.page_size,
+        validation_policy=options.validation_policy,
+        migrate=options.migrate,
+    )
+
+
+@cli.command()
+@deployment_options
+def serve(**given: Any) -> None:
+    """Serve one scheduled deployment per target until interrupted.
+
+    Each deployment runs at most one flow run at a time (a run due while the previous one is
+    still going is cancelled). The database is PHALA_SYNC_DATABASE_URL; an empty one gets the
+    schema at the first run, one at an older revision needs `phala-sync db upgrade` or
+    --migrate. Point PREFECT_API_URL at a Prefect server to see the runs there; without one, a
+    temporary local server runs for as long as this command.
+    """
+    options = DeploymentOptions(**given)
+    settings = _deployment_settings(options)
+    with open_database(settings, schema="runnable"):
+        pass  # fail at start, not at the first scheduled run
+    from sync.cli_flow import ensure_prefect_api, prefect_env_defaults
+
+    prefect_env_defaults()
+    # Imported here: Prefect is slow to import and only the flow-running commands need it.
+    from flows.deploy import serve_deployments
+
+    deployments = _deployments(options, settings)
+    if any("api_key_secret" not in d.parameters for d in deployments):
+        require_api_key(settings)  # a target reads PHALA_CLOUD_API_KEY, here
+    _pass_migrate_on(settings)
+    ensure_prefect_api(announce=True)
     names = ", ".join(d.name for d in deployments)
     click.echo(f"serving {names} (database {redact(settings.database_url)})", err=True)
     serve_deployments(deployments)
+
+
+@cli.command()
+@click.option(
+    "--work-pool",
+    required=True,
+    metavar="POOL",
+    help="An existing Prefect work pool, e.g. made with `prefect work-pool create POOL "
+    "--type process`.",
+)
+@deployment_options
+def deploy(work_pool: str, **given: Any) -> None:
+    """Register one scheduled deployment per target with a Prefect work pool, and exit.
+
+    A stock `prefect worker start --pool POOL` on any machine where phala-sync is installed runs
+    them: the deployments name the flow by module (flows.sync_flow), nothing is pushed or pulled.
+    Give the workers PHALA_SYNC_DATABASE_URL and, for NAME targets, PHALA_CLOUD_API_KEY; neither
+    becomes a parameter. Needs PREFECT_API_URL (the server the workers poll). Each deployment
+    runs one flow run at a time, like `serve`; --migrate lets the runs upgrade an older schema.
+    """
+    options = DeploymentOptions(**given)
+    settings = _deployment_settings(options)
+    from sync.cli_flow import prefect_env_defaults
+
+    prefect_env_defaults()
+    from prefect.types.entrypoint import EntrypointType
+
+    from flows.deploy import register_deployments
+
+    deployments = _deployments(
+        options,
+        settings,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        env={"PHALA_SYNC_MIGRATE": "true"} if settings.migrate else None,
+    )
+    for name in register_deployments(deployments, work_pool):
+        click.echo(f"deployed {name} to work pool {work_pool!r}")
+    click.echo(
+        f"start a worker where phala-sync is installed: prefect worker start --pool {work_pool}",
+        err=True,
+    )
 
 
 # ------------------------------------------------------------------------------------- db
@@ -337,7 +452,7 @@ def db() -> None:
 def upgrade(revision: str, database_url: str | None) -> None:
     """Migrate the database up to REVISION (default: the latest, head)."""
     settings = _settings(database_url=database_url)
-    with open_database(settings, migrated=False) as engine:
+    with open_database(settings, schema="none") as engine:
         before = migrate.current_revision(engine)
         migrate.upgrade(engine, revision)
         after = migrate.current_revision(engine)
@@ -354,7 +469,7 @@ def upgrade(revision: str, database_url: str | None) -> None:
 def downgrade(revision: str, database_url: str | None) -> None:
     """Migrate the database down to REVISION ('base' removes every table)."""
     settings = _settings(database_url=database_url)
-    with open_database(settings, migrated=False) as engine:
+    with open_database(settings, schema="none") as engine:
         before = migrate.current_revision(engine)
         migrate.downgrade(engine, revision)
         after = migrate.current_revision(engine)
@@ -368,7 +483,7 @@ def downgrade(revision: str, database_url: str | None) -> None:
 def current(database_url: str | None) -> None:
     """Show the database's schema revision and this release's head."""
     settings = _settings(database_url=database_url)
-    with open_database(settings, migrated=False) as engine:
+    with open_database(settings, schema="none") as engine:
         revision = migrate.current_revision(engine)
     head = migrate.head_revision()
     if revision is None:

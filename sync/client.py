@@ -50,7 +50,7 @@ from sync.errors import (
     PhalaSyncError,
 )
 from sync.http_errors import error_from_response, redact, safe_url
-from sync.pages import ENDPOINT_PATHS, Endpoint, Page, parse_app_page, parse_cvm_page
+from sync.pages import ENDPOINT_PATHS, Endpoint, Known, Page, parse_app_page, parse_cvm_page
 from sync.records import AppBundle, CvmBundle
 from sync.retry import RetryPolicy, parse_retry_after
 from sync.settings import Settings, ValidationPolicy
@@ -238,6 +238,8 @@ class PhalaClient:
         self.retry = retry or RetryPolicy()
         self.validation_policy: ValidationPolicy = validation_policy
         self._secrets = (key,)
+        #: CPU-bound seconds spent decoding, validating and normalizing pages (for run timings).
+        self.parse_seconds = 0.0
         self._sleep = sleep
         self._clock = clock
         self._now = now
@@ -311,15 +313,18 @@ class PhalaClient:
         """What the latest listing of ``endpoint`` saw; ``None`` before its page 1 arrived."""
         return self._listings.get(endpoint)
 
-    def cvm_pages(self) -> AsyncGenerator[Page[CvmBundle], None]:
-        """All pages of ``GET /cvms/paginated``, validated, in the order they arrive."""
-        listing = self._listing("cvms", parse_cvm_page)
+    def cvm_pages(self, known: Known | None = None) -> AsyncGenerator[Page[CvmBundle], None]:
+        """All pages of ``GET /cvms/paginated``, validated, in the order they arrive.
+
+        Items whose bytes hash to their entry in ``known`` are not validated (``Page.unchanged``).
+        """
+        listing = self._listing("cvms", functools.partial(parse_cvm_page, known=known))
         self._open_listings.add(listing)
         return listing
 
-    def app_pages(self) -> AsyncGenerator[Page[AppBundle], None]:
-        """All pages of ``GET /apps``, validated, in the order they arrive."""
-        listing = self._listing("apps", parse_app_page)
+    def app_pages(self, known: Known | None = None) -> AsyncGenerator[Page[AppBundle], None]:
+        """All pages of ``GET /apps``, as :meth:`cvm_pages`."""
+        listing = self._listing("apps", functools.partial(parse_app_page, known=known))
         self._open_listings.add(listing)
         return listing
 
@@ -436,6 +441,7 @@ class PhalaClient:
                 raise ApiTransportError(reason, url=url, version=self.version) from exc
             else:
                 if response.is_success:
+                    parse_start = time.perf_counter()
                     try:
                         page = parse(
                             self._api_version,
@@ -454,6 +460,7 @@ class PhalaClient:
                     except InvalidItemError as exc:
                         raise InvalidItemError(redact(str(exc), self._secrets)) from None
                     else:
+                        self.parse_seconds += time.perf_counter() - parse_start
                         if page.quarantined:
                             page.quarantined[:] = [
                                 replace(q, error=redact(q.error, self._secrets))

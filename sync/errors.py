@@ -139,6 +139,10 @@ class StoreError(PhalaSyncError):
     """The database could not be read or written as needed."""
 
 
+class UnstorableItemError(StoreError):
+    """The database refused an item's values under the ``strict`` policy (or too many of them)."""
+
+
 class RunLockedError(StoreError):
     """Another sync run holds this database's run lock."""
 

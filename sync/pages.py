@@ -8,6 +8,9 @@ canonical bundles under a validation policy:
   :class:`~sync.errors.InvalidEnvelopeError`, whatever the policy, as for a body that is not JSON;
 - each item is validated alone by the version's item model, normalized, and kept with its raw JSON
   bytes (re-encoded from the decoded item, so unknown fields are never lost);
+- with ``known`` (entity key -> stored source hash, see :func:`sync.changes.source_hash`), an item
+  whose raw bytes hash to the stored value is not validated again: the same bytes under the same
+  version and release cannot validate differently. Only its key is kept, in ``Page.unchanged``;
 - ``strict``: the first invalid item raises :class:`~sync.errors.InvalidItemError` naming the
   version, endpoint, page, item index and field path;
 - ``quarantine``: an invalid item becomes a :class:`QuarantinedItem` (raw JSON + error) and the
@@ -20,13 +23,15 @@ Messages name the URL but never a header or a key.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Literal, TypeVar
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
+from sync.changes import source_hash
 from sync.errors import InvalidEnvelopeError, InvalidItemError
 from sync.records import AppBundle, CvmBundle
 from sync.versions import ApiVersion
@@ -44,7 +49,7 @@ class QuarantinedItem:
 
     endpoint: Endpoint
     page: int
-    index: int
+    index: int | None  # None: set aside after validation, where the index is not kept
     entity_id: str | None  # normalized VM UUID or app_id when the raw item still shows it
     raw: bytes
     error: str
@@ -62,15 +67,27 @@ class Page(Generic[ItemT]):
     pages: int
     items: list[ItemT] = field(default_factory=list)
     quarantined: list[QuarantinedItem] = field(default_factory=list)
+    #: Keys of the items whose bytes equal the stored ones (not validated, nothing to write).
+    unchanged: list[str] = field(default_factory=list)
+
+
+#: Entity key -> source hash of the stored item, for the items a run may skip.
+Known = Mapping[str, str]
 
 
 def parse_cvm_page(
-    version: ApiVersion, page_no: int, body: bytes, *, policy: Policy, url: str
+    version: ApiVersion,
+    page_no: int,
+    body: bytes,
+    *,
+    policy: Policy,
+    url: str,
+    known: Known | None = None,
 ) -> Page[CvmBundle]:
     """Validate and normalize one ``GET /cvms/paginated`` response body (see the module doc)."""
-    data = _decode("cvms", version, page_no, body, url)
+    data, dumps = _decode("cvms", version, page_no, body, url)
     envelope = _validate_envelope("cvms", version.cvm_envelope, version, page_no, data, url)
-    items, quarantined = _parse_items(
+    items, quarantined, unchanged = _parse_items(
         "cvms",
         version,
         page_no,
@@ -80,6 +97,8 @@ def parse_cvm_page(
         version.cvm_entity_id,
         policy,
         url,
+        known,
+        dumps,
     )
     return Page(
         endpoint="cvms",
@@ -90,16 +109,23 @@ def parse_cvm_page(
         pages=envelope.pages,
         items=items,
         quarantined=quarantined,
+        unchanged=unchanged,
     )
 
 
 def parse_app_page(
-    version: ApiVersion, page_no: int, body: bytes, *, policy: Policy, url: str
+    version: ApiVersion,
+    page_no: int,
+    body: bytes,
+    *,
+    policy: Policy,
+    url: str,
+    known: Known | None = None,
 ) -> Page[AppBundle]:
     """Validate and normalize one ``GET /apps`` response body (see the module doc)."""
-    data = _decode("apps", version, page_no, body, url)
+    data, dumps = _decode("apps", version, page_no, body, url)
     envelope = _validate_envelope("apps", version.app_envelope, version, page_no, data, url)
-    items, quarantined = _parse_items(
+    items, quarantined, unchanged = _parse_items(
         "apps",
         version,
         page_no,
@@ -109,6 +135,8 @@ def parse_app_page(
         version.app_entity_id,
         policy,
         url,
+        known,
+        dumps,
     )
     return Page(
         endpoint="apps",
@@ -119,6 +147,7 @@ def parse_app_page(
         pages=envelope.total_pages,
         items=items,
         quarantined=quarantined,
+        unchanged=unchanged,
     )
 
 
@@ -139,10 +168,70 @@ def _where(endpoint: Endpoint, version: ApiVersion, page_no: int) -> str:
     return f"X-Phala-Version {version.name}, GET {ENDPOINT_PATHS[endpoint]} page {page_no}"
 
 
-def _decode(endpoint: Endpoint, version: ApiVersion, page_no: int, body: bytes, url: str) -> Any:
+#: Maps every ASCII digit to ``0`` and every other byte to a space (see :func:`has_long_integer`).
+_DIGITS_ONLY: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+#: 19 digits in a row: where an integer may be beyond what orjson decodes exactly (64 bits).
+_LONG_DIGIT_RUN: Final = b"0" * 19
+_BEFORE_NUMBER: Final = frozenset(b":,[")
+_JSON_SPACE: Final = frozenset(b" \t\r\n")
+
+
+def has_long_integer(body: bytes) -> bool:
+    """Whether a JSON text may hold an integer literal of 19 digits or more.
+
+    Digit runs that long are common inside strings (hex hashes), so each run found is checked for
+    what precedes it: only a number token follows ``:``, ``,`` or ``[`` (and maybe ``-``). A false
+    positive costs only a slower decode.
+    """
+    digits = body.translate(_DIGITS_ONLY)
+    start = digits.find(_LONG_DIGIT_RUN)
+    while start != -1:
+        i = start - 1
+        if i >= 0 and body[i] == 0x2D:  # a minus sign
+            i -= 1
+        while i >= 0 and body[i] in _JSON_SPACE:
+            i -= 1
+        if i < 0 or body[i] in _BEFORE_NUMBER:
+            return True
+        end = digits.find(b" ", start)
+        if end == -1:
+            return False
+        start = digits.find(_LONG_DIGIT_RUN, end)
+    return False
+
+
+Dumps = Callable[[Any], bytes]
+
+
+def exact_dumps(item: Any) -> bytes:
+    """JSON bytes of a value the stdlib decoded: integers of any size exactly, no NaN/Infinity.
+
+    Text that UTF-8 cannot carry (a lone surrogate, which JSON's ``\\u`` escapes allow) is kept
+    as an escape. Raises ``ValueError`` for a non-finite number (a literal like ``1e400``).
+    """
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        return json.dumps(item, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(item, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _decode(
+    endpoint: Endpoint, version: ApiVersion, page_no: int, body: bytes, url: str
+) -> tuple[Any, Dumps]:
+    """The decoded body and the encoder that gives its items' raw bytes back without loss.
+
+    orjson is fast but turns integers beyond 64 bits into floats and refuses lone surrogates and
+    numbers beyond a double; such a page (rare) is decoded by the stdlib instead, which keeps
+    them, and its items are re-encoded by :func:`exact_dumps`.
+    """
+    if not has_long_integer(body):
+        try:
+            return orjson.loads(body), orjson.dumps
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        return json.loads(body), exact_dumps
+    except (ValueError, RecursionError) as exc:
         raise InvalidEnvelopeError(
             f"{_where(endpoint, version, page_no)}: the response body is not JSON ({exc}; "
             f"it starts with {body[:60]!r}). URL: {url}. {_ENVELOPE_ADVICE}"
@@ -180,14 +269,29 @@ def _parse_items(
     entity_id: Callable[[object], str | None],
     policy: Policy,
     url: str,
-) -> tuple[list[ItemT], list[QuarantinedItem]]:
+    known: Known | None,
+    dumps: Dumps,
+) -> tuple[list[ItemT], list[QuarantinedItem], list[str]]:
     """Validate and normalize each item; the hot path, so kept to a few calls per item."""
     validate = adapter.validate_python
-    dumps = orjson.dumps
     items: list[ItemT] = []
     quarantined: list[QuarantinedItem] = []
+    unchanged: list[str] = []
+    name = version.name
     for index, item in enumerate(raw_items):
-        raw = dumps(item)
+        try:
+            raw = dumps(item)
+        except ValueError as exc:  # NaN or Infinity (orjson's error is a ValueError too)
+            raw = json.dumps(item, separators=(",", ":")).encode()
+            error = f"cannot keep the item's JSON exactly: {exc}"
+            quarantined.append(_set_aside(endpoint, version, page_no, index, item, entity_id,
+                                          raw, error, policy, url))  # fmt: skip
+            continue
+        if known:
+            key = entity_id(item)
+            if key is not None and known.get(key) == source_hash(raw, name):
+                unchanged.append(key)
+                continue
         try:
             items.append(normalize(validate(item), raw))
         except ValidationError as exc:
@@ -198,15 +302,33 @@ def _parse_items(
             error = f"cannot normalize: {exc}"
         else:
             continue
-        key = entity_id(item)
-        if policy == "strict":
-            label = f" ({_ENTITY_LABELS[endpoint]} {key})" if key is not None else ""
-            raise InvalidItemError(
-                f"{_where(endpoint, version, page_no)}, item {index}{label} is invalid: {error}. "
-                f"URL: {url}. {_ITEM_ADVICE}"
-            )
-        quarantined.append(QuarantinedItem(endpoint, page_no, index, key, raw, error))
-    return items, quarantined
+        quarantined.append(
+            _set_aside(endpoint, version, page_no, index, item, entity_id, raw, error, policy, url)
+        )
+    return items, quarantined, unchanged
+
+
+def _set_aside(
+    endpoint: Endpoint,
+    version: ApiVersion,
+    page_no: int,
+    index: int,
+    item: Any,
+    entity_id: Callable[[object], str | None],
+    raw: bytes,
+    error: str,
+    policy: Policy,
+    url: str,
+) -> QuarantinedItem:
+    """An invalid item: quarantined, or under ``strict`` the error that fails the run."""
+    key = entity_id(item)
+    if policy == "strict":
+        label = f" ({_ENTITY_LABELS[endpoint]} {key})" if key is not None else ""
+        raise InvalidItemError(
+            f"{_where(endpoint, version, page_no)}, item {index}{label} is invalid: {error}. "
+            f"URL: {url}. {_ITEM_ADVICE}"
+        )
+    return QuarantinedItem(endpoint, page_no, index, key, raw, error)
 
 
 def describe_errors(exc: ValidationError, *, root: str = "(the whole item)") -> str:

@@ -5,10 +5,11 @@ Each returns plain dicts (JSON-ready values) so the CLI can print a table or ``-
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, FromClause, Row, or_, select
+from sqlalchemy import ColumnElement, Engine, FromClause, Row, func, or_, select
 
 from models import (
     ChangeEvent,
@@ -166,3 +167,30 @@ def changes(
             stmt = stmt.where(e.entity_type == entity_type)
         stmt = stmt.order_by(e.entity_type, e.entity_id).limit(limit)
         return [_plain(r) for r in conn.execute(stmt)]
+
+
+def change_counts(engine: Engine, run_id: int) -> dict[tuple[str, str], int]:
+    """How many change events of each (entity type, change type) one run recorded, in SQL."""
+    e = _EVENTS.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(e.entity_type, e.change_type, func.count())
+            .where(e.run_id == run_id)
+            .group_by(e.entity_type, e.change_type)
+        )
+        return {(str(t), str(k)): int(n) for t, k, n in rows}
+
+
+def first_changes(
+    engine: Engine, run_id: int, entity_types: Sequence[str], limit: int
+) -> list[dict[str, Any]]:
+    """At most ``limit`` change events of one run: entity types in the given order, then by id.
+
+    One bounded query per entity type, so a run with a million changes costs no more to show.
+    """
+    out: list[dict[str, Any]] = []
+    for entity_type in entity_types:
+        if len(out) >= limit:
+            break
+        out.extend(changes(engine, run_id=run_id, entity_type=entity_type, limit=limit - len(out)))
+    return out

@@ -8,8 +8,11 @@ inventory exactly as it was and a ``failed`` ledger row with the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,26 +23,29 @@ from sqlalchemy import Engine, func, select
 from models import QuarantinedItem as QuarantinedRow
 from models import table_of
 from sync.client import PhalaClient
-from sync.errors import TooManyInvalidItemsError
+from sync.errors import TooManyInvalidItemsError, UnstorableItemError
 from sync.pages import Endpoint, Page
 from sync.records import EntityType
 from sync.settings import Settings
-from sync.store.apply import EntityCounts, apply_staged
+from sync.store.apply import EntityCounts, RefusedItem, apply_staged, quarantine_refused
 from sync.store.ledger import close_abandoned, fail_run, finish_run, require_running, start_run
 from sync.store.lock import run_lock
-from sync.store.migrate import require_current
-from sync.store.staging import (
-    Stager,
-    clear_staging,
-    discard_earlier_passes,
-    distinct_staged,
-    quarantine_counts,
-)
+from sync.store.migrate import ensure_schema
+from sync.store.staging import LISTED, Stager, clear_staging, discard_earlier_passes
 
 log = logging.getLogger(__name__)
 
 #: A drifted listing is read again up to this many times in all before it is called incomplete.
 MAX_PASSES = 3
+
+#: First-generation GC threshold while pages stream (CPython's default is 700).
+GC_THRESHOLD = 50_000
+
+#: What ``timings`` name: ``fetch``, the whole fetch-and-stage stage, of which ``parse`` (decoding,
+#: hashing, validating and normalizing pages) and ``stage`` (building and writing staged rows) are
+#: the CPU-bound parts and the rest is waiting for the API; ``load_known``, reading the stored
+#: hashes; ``apply``, the apply transaction.
+TIMINGS = ("fetch", "load_known", "parse", "stage", "apply")
 
 #: Called after each staged page: (endpoint, pages staged, pages planned, items staged).
 OnPage = Callable[[str, int, int, int], None]
@@ -47,7 +53,11 @@ OnPage = Callable[[str, int, int, int], None]
 
 @dataclass(frozen=True)
 class ListingResult:
-    """What one endpoint's listing saw, and whether it may be trusted for deletions."""
+    """What one endpoint's listing saw, and whether it may be trusted for deletions.
+
+    ``unchanged`` counts the listed items whose bytes equal the stored ones (never staged);
+    ``gone`` holds the stored live entities of the target that a complete listing did not show.
+    """
 
     endpoint: Endpoint
     passes: int
@@ -58,19 +68,30 @@ class ListingResult:
     distinct: int
     complete: bool
     reason: str | None = None
+    unchanged: int = 0
+    gone: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class FetchResult:
     cvms: ListingResult
     apps: ListingResult
+    #: Seconds by stage: ``fetch`` (the whole stage), ``parse``, ``stage`` (see :data:`TIMINGS`).
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FetchResult:
-        return cls(cvms=ListingResult(**data["cvms"]), apps=ListingResult(**data["apps"]))
+        def listing(values: dict[str, Any]) -> ListingResult:
+            return ListingResult(**{**values, "gone": tuple(values.get("gone", ()))})
+
+        return cls(
+            cvms=listing(data["cvms"]),
+            apps=listing(data["apps"]),
+            timings=dict(data.get("timings", {})),
+        )
 
 
 @dataclass(frozen=True)
@@ -89,6 +110,8 @@ class RunSummary:
     apps_listing_complete: bool | None = None
     api_total: int | None = None
     error: str | None = None
+    #: Seconds by stage of this process's work (see :data:`TIMINGS`); not stored in the ledger.
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -103,7 +126,7 @@ def _now() -> datetime:
 
 def open_run(engine: Engine, settings: Settings) -> tuple[int, datetime]:
     """With the run lock held: check the schema, close abandoned runs, open a ledger row."""
-    require_current(engine)
+    ensure_schema(engine, migrate=settings.migrate)
     started = _now()
     run_id = start_run(
         engine, target=settings.target, api_version=settings.api_version, now=started
@@ -121,11 +144,10 @@ async def _listing(
     stager: Stager,
     on_page: OnPage | None,
 ) -> ListingResult:
-    entity_type = "cvm" if endpoint == "cvms" else "app"
-    total_pages = total_items = total_quarantined = 0
+    total_pages = total_items = 0
     result: ListingResult | None = None
     for pass_no in range(1, MAX_PASSES + 1):
-        stager.pass_no = pass_no
+        stager.begin_pass(endpoint, pass_no)
         totals: set[int] = set()
         planned = staged_pages = 0
         async for page in pages():
@@ -134,18 +156,16 @@ async def _listing(
             planned = max(planned, page.pages)
             staged_pages += 1
             total_pages += 1
-            total_items += len(page.items)
-            total_quarantined += len(page.quarantined)
+            total_items += len(page.items) + len(page.unchanged)
             if on_page is not None:
                 on_page(endpoint, staged_pages, planned, total_items)
         stager.flush()
-        engine = stager.engine
-        distinct = distinct_staged(engine, stager.run_id, entity_type, pass_no)
-        _, unkeyed, held = quarantine_counts(engine, stager.run_id, endpoint, pass_no, entity_type)
-        seen = distinct + held
+        seen_pass = stager.current(endpoint)
+        seen = seen_pass.distinct + len(seen_pass.held_only)
         api_total = max(totals) if totals else 0
         reason: str | None = None
-        if unkeyed:
+        if seen_pass.unkeyed:
+            unkeyed = seen_pass.unkeyed
             reason = f"{unkeyed} quarantined item(s) carry no id, so any CVM could be among them"
         elif len(totals) > 1:
             reason = f"the API total changed while paging ({min(totals)}..{max(totals)})"
@@ -156,17 +176,19 @@ async def _listing(
             passes=pass_no,
             pages=total_pages,
             items=total_items,
-            quarantined=total_quarantined,
+            quarantined=stager.quarantined.get(endpoint, 0),
             api_total=api_total,
             distinct=seen,
             complete=reason is None,
             reason=reason,
+            unchanged=seen_pass.unchanged_skipped,
+            gone=tuple(stager.gone(endpoint)) if reason is None else (),
         )
         if reason is None:
             if pass_no > 1:
-                discard_earlier_passes(engine, stager.run_id, entity_type, pass_no)
+                discard_earlier_passes(stager.engine, stager.run_id, LISTED[endpoint], pass_no)
             break
-        if unkeyed:
+        if seen_pass.unkeyed:
             break
         log.warning(
             "%s listing pass %d inconsistent: %s; reading it again", endpoint, pass_no, reason
@@ -179,6 +201,24 @@ async def _listing(
     return result
 
 
+@contextlib.contextmanager
+def tuned_gc() -> Iterator[None]:
+    """Fewer cyclic GC passes while a run streams pages: its objects die young and acyclic.
+
+    What exists before the run (modules, models, Prefect) is frozen out of the collector's scans,
+    and the first generation's threshold is raised; both are restored afterwards.
+    """
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, threshold[1], threshold[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
 async def fetch_and_stage(
     engine: Engine,
     settings: Settings,
@@ -187,18 +227,40 @@ async def fetch_and_stage(
     transport: httpx.AsyncBaseTransport | None = None,
     on_page: OnPage | None = None,
 ) -> FetchResult:
-    """Page through both endpoints, staging every validated page as it arrives.
+    """Page through both endpoints, staging every new or changed item as it arrives.
 
     Safe to call again for the same run (a retried task): it starts from an empty staging area.
     """
+    start = time.perf_counter()
     clear_staging(engine, [run_id], quarantine=True)
-    stager = Stager(engine, run_id)
+    stager = Stager(engine, run_id, settings.target)
+    stager.load_known()
+    loaded = time.perf_counter()
     async with PhalaClient.from_settings(settings, transport=transport) as client:
         try:
-            cvms = await _listing("cvms", client.cvm_pages, stager.cvm_page, stager, on_page)
-            apps = await _listing("apps", client.app_pages, stager.app_page, stager, on_page)
+            with tuned_gc():
+                cvms = await _listing(
+                    "cvms",
+                    lambda: client.cvm_pages(stager.known("cvm")),
+                    stager.cvm_page,
+                    stager,
+                    on_page,
+                )
+                apps = await _listing(
+                    "apps",
+                    lambda: client.app_pages(stager.known("app")),
+                    stager.app_page,
+                    stager,
+                    on_page,
+                )
         finally:
             stager.close()
+    timings = {
+        "fetch": time.perf_counter() - start,
+        "load_known": loaded - start,
+        "parse": client.parse_seconds,
+        "stage": stager.seconds,
+    }
     invalid = cvms.quarantined + apps.quarantined
     considered = cvms.items + apps.items + invalid
     if (
@@ -212,7 +274,7 @@ async def fetch_and_stage(
             f"{settings.max_invalid_share:.1%}); see quarantined_items for run {run_id}. "
             "If the API changed, pin a supported version or raise PHALA_SYNC_MAX_INVALID_SHARE"
         )
-    return FetchResult(cvms=cvms, apps=apps)
+    return FetchResult(cvms=cvms, apps=apps, timings=timings)
 
 
 def _ledger_values(
@@ -240,22 +302,53 @@ def _ledger_values(
     return values
 
 
+def _check_refused(settings: Settings, fetch: FetchResult, refused: list[RefusedItem]) -> None:
+    """Fail the run (nothing applied) if the refused items break the validation policy."""
+    if not refused:
+        return
+    first = refused[0]
+    if settings.validation_policy == "strict":
+        raise UnstorableItemError(
+            f"the database refused {len(refused)} item(s), e.g. {first.entity_type} "
+            f"{first.entity_id}: {first.error}. The strict policy fails the run; the quarantine "
+            "policy would set such items aside in quarantined_items and store the rest"
+        )
+    invalid = fetch.cvms.quarantined + fetch.apps.quarantined + len(refused)
+    considered = fetch.cvms.items + fetch.apps.items + fetch.cvms.quarantined
+    considered += fetch.apps.quarantined
+    if considered and invalid / considered > settings.max_invalid_share:
+        raise UnstorableItemError(
+            f"{invalid} of {considered} items were invalid or refused by the database "
+            f"({invalid / considered:.1%} > the allowed {settings.max_invalid_share:.1%}), e.g. "
+            f"{first.entity_type} {first.entity_id}: {first.error}"
+        )
+    for item in refused:
+        log.warning("quarantined %s %s: %s", item.entity_type, item.entity_id, item.error)
+
+
 def apply_run(
     engine: Engine, settings: Settings, run_id: int, started: datetime, fetch: FetchResult
 ) -> RunSummary:
     """Apply the staged run atomically and mark it succeeded in the same transaction."""
     now = _now()
+    start = time.perf_counter()
     with engine.begin() as conn:
         require_running(conn, run_id)
-        counts = apply_staged(
+        applied = apply_staged(
             conn,
             run_id=run_id,
             target=settings.target,
             now=now,
             complete={"cvm": fetch.cvms.complete, "app": fetch.apps.complete},
+            unchanged={"cvm": fetch.cvms.unchanged, "app": fetch.apps.unchanged},
+            gone={"cvm": fetch.cvms.gone, "app": fetch.apps.gone},
         )
+        counts = applied.counts
+        _check_refused(settings, fetch, applied.refused)
+        quarantine_refused(conn, run_id, applied.refused, now)
         finished = _now()
         values = _ledger_values(fetch, counts)
+        values["quarantined"] += len(applied.refused)
         finish_run(conn, run_id, now=finished, values=values)
     return RunSummary(
         run_id=run_id,
@@ -269,6 +362,7 @@ def apply_run(
         listing_complete=fetch.cvms.complete,
         apps_listing_complete=fetch.apps.complete,
         api_total=fetch.cvms.api_total,
+        timings={**fetch.timings, "apply": time.perf_counter() - start},
     )
 
 

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds to wait for another run's lock before giving up (0: exit at once).",
     )
+    migrate: bool = Field(
+        default=False,
+        description="Upgrade a database at an older schema revision when a run starts "
+        "(an empty database is always created).",
+    )
 
     @field_validator("api_version")
     @classmethod

@@ -7,6 +7,7 @@ PostgreSQL tests use ``PHALA_SYNC_TEST_POSTGRES_URL`` (default: this machine kin
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -16,8 +17,9 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from sync.store import migrate
 from sync.store.engine import make_engine, normalize_database_url
-from sync.store.migrate import upgrade
+from sync.store.migrate import head_revision, upgrade
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="phala-sync-prefect-")
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
@@ -100,3 +102,33 @@ def engine(database_url: str) -> Iterator[Engine]:
     upgrade(eng)
     yield eng
     eng.dispose()
+
+
+#: A test-only revision on top of this release's head: what a database is "older" than.
+NEXT_REVISION = "zz_test_next"
+
+
+@pytest.fixture
+def next_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """From here on the code is one revision ahead: the migrations plus a test-only revision.
+
+    Works whatever this release's head is; returns that head, the revision a database migrated
+    before this fixture (list ``engine`` first) is at, and so now one revision behind.
+    """
+    old_head = head_revision()
+    scripts = tmp_path / "migrations"
+    shutil.copytree(migrate.SCRIPT_LOCATION, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / f"{NEXT_REVISION}.py").write_text(
+        f"revision = {NEXT_REVISION!r}\n"
+        f"down_revision = {old_head!r}\n"
+        "branch_labels = None\n"
+        "depends_on = None\n\n"
+        "from alembic import op\n"
+        "import sqlalchemy as sa\n\n\n"
+        "def upgrade() -> None:\n"
+        "    op.create_table('zz_probe', sa.Column('id', sa.Integer(), primary_key=True))\n\n\n"
+        "def downgrade() -> None:\n"
+        "    op.drop_table('zz_probe')\n"
+    )
+    monkeypatch.setattr(migrate, "SCRIPT_LOCATION", scripts)
+    return old_head

@@ -69,7 +69,7 @@ def _settings_env_vars() -> set[str]:
 
 
 def test_services_and_their_order() -> None:
-    assert {"postgres", "prefect", "migrate", "sync", "simulator"} <= set(SERVICES)
+    assert {"postgres", "prefect", "migrate", "sync", "worker", "simulator"} <= set(SERVICES)
     assert SERVICES["postgres"]["healthcheck"]["test"]
     sync_deps = SERVICES["sync"]["depends_on"]
     assert sync_deps["migrate"]["condition"] == "service_completed_successfully"
@@ -78,7 +78,10 @@ def test_services_and_their_order() -> None:
     assert SERVICES["migrate"]["restart"] == "no"
     assert SERVICES["simulator"]["profiles"] == ["simulator"]
     assert SERVICES["simulator"]["network_mode"] == "service:sync"
-    for name in ("sync", "migrate"):
+    worker_deps = SERVICES["worker"]["depends_on"]
+    assert worker_deps["migrate"]["condition"] == "service_completed_successfully"
+    assert worker_deps["prefect"]["condition"] == "service_healthy"
+    for name in ("sync", "migrate", "worker"):
         env = SERVICES[name]["environment"]
         assert env["PHALA_SYNC_DATABASE_URL"].startswith("postgresql://")
         assert "@postgres:5432/" in env["PHALA_SYNC_DATABASE_URL"]
@@ -132,6 +135,29 @@ def test_the_prefect_service_command_exists() -> None:
     assert done.returncode == 0, done.stderr
     for option in (a for a in argv if a.startswith("--")):
         assert option in done.stdout, option
+
+
+def test_the_worker_polls_a_process_pool_with_real_options() -> None:
+    """The worker is a stock ``prefect worker start`` on a process pool that README deploys to."""
+    argv = _command(SERVICES["worker"])
+    assert argv[:3] == ["prefect", "worker", "start"]
+    pool = argv[argv.index("--pool") + 1]
+    assert argv[argv.index("--type") + 1] == "process"
+    readme = (ROOT / "README.md").read_text()
+    assert f"--work-pool {pool}" in readme
+    assert f"--work-pool {pool}" in COMPOSE_TEXT  # the comment says how to deploy to it
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("prefect")), *argv[1:3], "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    for option in (a for a in argv if a.startswith("--")):
+        assert option in done.stdout, option
+    deploy = cli.commands["deploy"].make_context("deploy", ["--work-pool", pool, "--target", "a"])
+    assert deploy.params["work_pool"] == pool
 
 
 def test_no_phala_variable_the_code_does_not_read() -> None:

@@ -2,29 +2,36 @@
 
 For each entity type (parents first), staged records are compared with the stored rows:
 
-- the observation hash equals the stored one: unchanged, and nothing is written but the
-  ``last_seen`` bookkeeping (one set-based UPDATE per table);
+- the observation hash equals the stored one: unchanged, and nothing is written (most unchanged
+  items never reach staging at all: the fetch skipped them, see :mod:`sync.store.staging`);
 - no stored row: ``created`` (row, first history row, event listing every known field);
 - a stored row marked deleted: ``restored`` (history resumes; the event lists changed fields);
 - otherwise the known fields are diffed: an ``updated`` event with every changed field, the open
   history row closed and a new one opened; no field changed (a version switch, or a payload change
   in fields the models do not read) only refreshes the stored hash and raw JSON.
 
+Every row written gets ``last_seen_*`` of this run; an unchanged row is not rewritten (a complete,
+succeeded run of its target saw every live row, see docs/schema.md).
+
 Deletions are inferred for listed entity types (CVMs, apps) only within the run's target and only
-when the run's listing was complete; quarantined items that name an id are never deleted. Nodes,
+when the run's listing was complete: the fetch hands over the stored live keys it did not see
+(quarantined items that name an id are never among them). Nodes,
 workspaces and creators are references: deleted when no live CVM refers to them any more.
 Nothing here commits: the caller owns the transaction, so a failure leaves no trace.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy.exc
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Row,
     Select,
     String,
     bindparam,
@@ -74,19 +81,64 @@ def _staged_key(spec: EntitySpec) -> ColumnElement[Any]:
 
 @dataclass
 class _Batch:
-    """The writes of one chunk, executed together."""
+    """The writes of one chunk, executed together, and the counts they stand for."""
 
-    inserts: list[dict[str, Any]]
-    updates: list[dict[str, Any]]
-    refreshes: list[dict[str, Any]]
-    closes: list[dict[str, Any]]
-    history: list[dict[str, Any]]
-    events: list[dict[str, Any]]
-    members: dict[str, list[str]]
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    refreshes: list[dict[str, Any]] = field(default_factory=list)
+    closes: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    members: dict[str, list[str]] = field(default_factory=dict)
+    created: int = 0
+    updated: int = 0
+    restored: int = 0
 
 
-def _new_batch() -> _Batch:
-    return _Batch([], [], [], [], [], [], {})
+@dataclass(frozen=True)
+class Applied:
+    """What an apply wrote (counts per entity type) and what the database refused."""
+
+    counts: dict[EntityType, EntityCounts]
+    refused: list[RefusedItem]
+
+
+@dataclass(frozen=True)
+class RefusedItem:
+    """A staged item whose values the database would not store, set aside with its reason."""
+
+    entity_type: EntityType
+    entity_id: str
+    raw_json: str  # the item as received (a reference: its fields as observed)
+    error: str
+
+
+#: Errors caused by the values of the rows being written (a NUL in a PostgreSQL text column, a
+#: number out of a column's range, text the driver cannot encode, a reference to a refused row).
+#: Anything else (a lost connection, a full disk, a lost lock) still fails the run.
+_ITEM_ERRORS: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.DataError,
+    sqlalchemy.exc.IntegrityError,
+    OverflowError,
+    UnicodeError,
+)
+
+
+def _item_error(exc: BaseException) -> bool:
+    if isinstance(exc, _ITEM_ERRORS):
+        return True
+    # The COPY path goes through the driver itself, so its errors are not wrapped.
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(exc, psycopg.DataError | psycopg.IntegrityError)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    return f"the database refused it: {first}"
 
 
 class _EntityApplier:
@@ -99,6 +151,7 @@ class _EntityApplier:
         self.target = target
         self.now = now
         self.counts = EntityCounts()
+        self.refused: list[RefusedItem] = []
         t = spec.table
         self._key_param = "b_key"
         # executemany UPDATEs: the SET clause comes from the keys of the parameter dicts.
@@ -111,21 +164,21 @@ class _EntityApplier:
         )
 
     # ------------------------------------------------------------------------------ observed
-    def apply_staged(self) -> None:
+    def apply_staged(self, skipped: int = 0) -> None:
+        """Apply the staged records; ``skipped`` listed items were unchanged and never staged."""
         spec = self.spec
-        self.counts.seen = int(
+        staged = int(
             self.conn.execute(
                 select(func.count()).where(
                     _S.run_id == self.run_id, _S.entity_type == spec.entity_type
                 )
             ).scalar_one()
         )
+        self.counts.seen = staged + skipped
         self._apply_chunks(new=False)
         self._apply_chunks(new=True)
-        self.counts.unchanged = (
-            self.counts.seen - self.counts.created - self.counts.updated - self.counts.restored
-        )
-        self._touch_seen()
+        c = self.counts
+        c.unchanged = c.seen - c.created - c.updated - c.restored - len(self.refused)
 
     def _apply_chunks(self, *, new: bool) -> None:
         """Walk the staged records that need work (new ones, or stored ones that differ)."""
@@ -160,19 +213,45 @@ class _EntityApplier:
                 keys = [spec.key_value(r.entity_id) for r in rows]
                 for row in self.conn.execute(select(t).where(spec.key_column.in_(keys))):
                     current[str(row._mapping[spec.key])] = row._mapping
-            batch = _new_batch()
-            for r in rows:
-                if r.fields_json is None:
-                    raise RuntimeError(
-                        f"staged {spec.entity_type} {r.entity_id} has no payload but differs "
-                        "from the stored row: the run lock was not held"
-                    )
-                observed = loads_fields(r.fields_json, spec.datetime_fields)
-                self._one(
-                    batch, r.entity_id, r.observed_hash, observed, r.raw_json,
-                    current.get(r.entity_id),
-                )  # fmt: skip
-            self._flush(batch)
+            self._apply_rows(rows, current)
+
+    def _apply_rows(self, rows: Sequence[Row[Any]], current: Mapping[str, Any]) -> None:
+        """Write these staged rows; rows the database refuses are found by halving, set aside.
+
+        Each attempt runs in a savepoint, so a refused batch leaves nothing behind; a batch of one
+        that is refused becomes a :class:`RefusedItem` and the rest of the run goes on.
+        """
+        spec = self.spec
+        batch = _Batch()
+        for r in rows:
+            if r.fields_json is None:
+                raise RuntimeError(
+                    f"staged {spec.entity_type} {r.entity_id} has no payload but differs "
+                    "from the stored row: the run lock was not held"
+                )
+            observed = loads_fields(r.fields_json, spec.datetime_fields)
+            self._one(
+                batch, r.entity_id, r.observed_hash, observed, r.raw_json,
+                current.get(r.entity_id),
+            )  # fmt: skip
+        try:
+            with self.conn.begin_nested():
+                self._flush(batch)
+        except Exception as exc:
+            if not _item_error(exc):
+                raise
+            if len(rows) == 1:
+                r = rows[0]
+                raw = r.raw_json if r.raw_json is not None else r.fields_json
+                self.refused.append(RefusedItem(spec.entity_type, r.entity_id, raw, _reason(exc)))
+                return
+            half = len(rows) // 2
+            self._apply_rows(rows[:half], current)
+            self._apply_rows(rows[half:], current)
+            return
+        self.counts.created += batch.created
+        self.counts.updated += batch.updated
+        self.counts.restored += batch.restored
 
     def _one(
         self,
@@ -199,13 +278,19 @@ class _EntityApplier:
                 change_type = "updated"
             else:
                 batch.refreshes.append(
-                    {self._key_param: key, "observed_hash": obs_hash, "raw_json": raw}
+                    {
+                        self._key_param: key,
+                        "observed_hash": obs_hash,
+                        "raw_json": raw,
+                        "last_seen_at": self.now,
+                        "last_seen_run_id": self.run_id,
+                    }
                 )
                 return
         if self.spec.scoped:
             state["target"] = self.target
         if cur is None:
-            self.counts.created += 1
+            batch.created += 1
             batch.inserts.append(
                 {
                     spec.key: key,
@@ -221,9 +306,9 @@ class _EntityApplier:
             )
         else:
             if change_type == "restored":
-                self.counts.restored += 1
+                batch.restored += 1
             else:
-                self.counts.updated += 1
+                batch.updated += 1
                 batch.closes.append({self._key_param: key})
             batch.updates.append(
                 {
@@ -232,6 +317,8 @@ class _EntityApplier:
                     "deleted_at": None,
                     "observed_hash": obs_hash,
                     "raw_json": raw,
+                    "last_seen_at": self.now,
+                    "last_seen_run_id": self.run_id,
                 }
             )
         batch.history.append(
@@ -281,38 +368,22 @@ class _EntityApplier:
             if pairs:
                 c.execute(insert(_MEMBERS), pairs)
 
-    def _touch_seen(self) -> None:
-        spec = self.spec
-        values: dict[str, Any] = {"last_seen_at": self.now, "last_seen_run_id": self.run_id}
-        if spec.scoped:
-            values["target"] = self.target
-        seen = select(_S.entity_id).where(
-            _S.run_id == self.run_id, _S.entity_type == spec.entity_type
-        )
-        self.conn.execute(
-            update(spec.table)
-            .where(_staged_key(spec).in_(seen), spec.table.c.last_seen_run_id != self.run_id)
-            .values(values)
-        )
-
     # ------------------------------------------------------------------------------ deletions
-    def infer_deletions(self, endpoint: str) -> None:
-        """Listed entities of this target that a complete listing did not show are deleted."""
+    def infer_deletions(self, gone: Sequence[str]) -> None:
+        """Listed entities of this target that a complete listing did not show are deleted.
+
+        ``gone`` comes from the fetch (stored live keys minus the keys listed or quarantined);
+        the run lock was held since, so they are still live rows of this target.
+        """
         spec, t = self.spec, self.spec.table
-        if self.counts.created:
-            analyze(self.conn, t)  # its row count just changed
         key = spec.key_column
-        staged = exists().where(
-            _S.run_id == self.run_id, _S.entity_type == spec.entity_type, _S.entity_id == key
-        )
-        held = exists().where(
-            _Q.run_id == self.run_id, _Q.endpoint == endpoint, _Q.entity_id == key
-        )
-        self._mark_deleted(
-            select(key)
-            .where(t.c.target == self.target, t.c.deleted_at.is_(None), ~staged, ~held)
-            .order_by(key)
-        )
+        for start in range(0, len(gone), CHUNK):
+            chunk = [spec.key_value(k) for k in gone[start : start + CHUNK]]
+            self._mark_deleted(
+                select(key)
+                .where(key.in_(chunk), t.c.target == self.target, t.c.deleted_at.is_(None))
+                .order_by(key)
+            )
 
     def infer_orphans(self) -> None:
         """A node, workspace or creator that no live CVM refers to any more is deleted.
@@ -402,27 +473,75 @@ def apply_staged(
     run_id: int,
     target: str,
     now: datetime,
-    complete: dict[EntityType, bool],
-) -> dict[EntityType, EntityCounts]:
-    """Apply every staged record of ``run_id``; infer deletions where ``complete`` says so."""
+    complete: Mapping[EntityType, bool],
+    unchanged: Mapping[EntityType, int] | None = None,
+    gone: Mapping[EntityType, Sequence[str]] | None = None,
+) -> Applied:
+    """Apply every staged record of ``run_id``.
+
+    ``unchanged`` counts the listed items the fetch skipped (equal bytes); ``gone`` lists the
+    stored live keys a listing did not show, deleted where ``complete`` says the listing was.
+    Items the database refuses are left out and returned (see :class:`Applied`); the caller
+    decides whether the run may still succeed and quarantines them.
+    """
     dedupe_staging(conn, run_id)
-    # Fresh statistics for the staged rows: without them PostgreSQL's planner can pick a
-    # nested-loop anti-join for deletion inference that takes hours at 100k CVMs.
+    # Fresh statistics for the staged rows, which the apply joins against the inventory.
     analyze(conn, _STAGING)
-    endpoints = {"cvm": "cvms", "app": "apps"}
     appliers: dict[EntityType, _EntityApplier] = {}
     for entity_type in APPLY_ORDER:
         applier = _EntityApplier(conn, SPECS[entity_type], run_id, target, now)
-        applier.apply_staged()
+        applier.apply_staged((unchanged or {}).get(entity_type, 0))
         if SPECS[entity_type].scoped and complete.get(entity_type, False):
-            applier.infer_deletions(endpoints[entity_type])
+            applier.infer_deletions((gone or {}).get(entity_type, ()))
         appliers[entity_type] = applier
     for entity_type in REFERENCE_TYPES:
         appliers[entity_type].restore_referenced()
         appliers[entity_type].infer_orphans()
     counts = {entity_type: a.counts for entity_type, a in appliers.items()}
     conn.execute(delete(_STAGING).where(_S.run_id == run_id))
-    return counts
+    return Applied(counts, [item for a in appliers.values() for item in a.refused])
 
 
-__all__ = ["CHUNK", "EntityCounts", "apply_staged", "dedupe_staging"]
+#: The endpoint whose listing carried each entity type (references come with CVMs).
+SOURCE_ENDPOINT: dict[EntityType, str] = {
+    "cvm": "cvms",
+    "app": "apps",
+    "node": "cvms",
+    "workspace": "cvms",
+    "creator": "cvms",
+}
+
+
+def quarantine_refused(
+    conn: Connection, run_id: int, refused: Sequence[RefusedItem], now: datetime
+) -> None:
+    """Record refused items in ``quarantined_items`` (no page: they failed after the fetch)."""
+    if refused:
+        conn.execute(
+            insert(table_of(QuarantinedItem)),
+            [
+                {
+                    "run_id": run_id,
+                    "endpoint": SOURCE_ENDPOINT[item.entity_type],
+                    "page": None,
+                    "item_index": None,
+                    "entity_id": item.entity_id,
+                    "pass_no": 1,
+                    "error": f"{item.entity_type} {item.entity_id}: {item.error}",
+                    "raw_json": item.raw_json,
+                    "observed_at": now,
+                }
+                for item in refused
+            ],
+        )
+
+
+__all__ = [
+    "CHUNK",
+    "Applied",
+    "EntityCounts",
+    "RefusedItem",
+    "apply_staged",
+    "dedupe_staging",
+    "quarantine_refused",
+]

@@ -1,27 +1,34 @@
 """Staging: each validated page is written to ``sync_staging`` as it streams in.
 
 Memory stays flat in fleet size: a page is turned into rows, written in bulk (PostgreSQL ``COPY``,
-SQLite ``executemany``) and committed, and nothing of it is kept but counts. Nodes, workspaces and
-creators repeat on many CVMs, so each distinct observation of one is staged once per run.
-Staged rows never touch the inventory: only :mod:`sync.store.apply` does, atomically.
+SQLite ``executemany``) and committed, and nothing of it is kept but keys and counts. Nodes,
+workspaces and creators repeat on many CVMs, so each distinct observation of one is staged once per
+run. Staged rows never touch the inventory: only :mod:`sync.store.apply` does, atomically.
+
+Only what may have changed is staged. At the start of a run the stager reads the target's stored
+``(key, observed_hash)`` pairs of live CVMs and apps once (:meth:`Stager.load_known`); the client
+skips every item whose raw bytes hash to its stored value (:func:`sync.changes.source_hash`), and
+the stager only notes its key. What a listing pass showed (keys staged, keys skipped, quarantined
+ids) is kept in memory, so completeness and deletion inference are set arithmetic, not queries.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, delete, insert, select
 
 from models import QuarantinedItem as QuarantinedRow
 from models import StagedRecord, table_of
-from sync.changes import dumps_fields, observed_hash
-from sync.pages import Page, QuarantinedItem
-from sync.records import AppBundle, CvmBundle, Record
+from sync.changes import dumps_fields, observed_hash, source_hash
+from sync.pages import Endpoint, Page, QuarantinedItem
+from sync.records import AppBundle, CvmBundle, EntityType, Record
 from sync.store.bulk import copy_rows
-from sync.store.specs import APP_MEMBERS, SPECS, EntitySpec
+from sync.store.specs import APP_MEMBERS, SPECS
 
 _STAGING = table_of(StagedRecord)
 _QUARANTINE = table_of(QuarantinedRow)
@@ -34,6 +41,8 @@ _COLUMNS = (
     "fields_json",
     "raw_json",
 )
+#: The entity type each endpoint lists.
+LISTED: dict[Endpoint, EntityType] = {"cvms": "cvm", "apps": "app"}
 
 StagedRow = tuple[int, str, str, int, str, str | None, str | None]
 
@@ -44,22 +53,69 @@ def staged_row(
     record: Record,
     raw: bytes | None,
     extra: dict[str, Any] | None = None,
+    *,
+    api_version: str | None = None,
 ) -> StagedRow:
-    """The staging row of one record: canonical fields as JSON plus the observation hash."""
+    """The staging row of one record: canonical fields as JSON plus the observation hash.
+
+    A listed record (with its raw item and version) is hashed by its source bytes, which determine
+    its fields; a reference record by its canonical fields.
+    """
     fields = record.known_fields()
     del fields[record.key_field]
     if extra:
         fields.update(extra)
     fields_json = dumps_fields(fields)
+    if raw is not None and api_version is not None:
+        digest = source_hash(raw, api_version)
+    else:
+        digest = observed_hash(fields_json, raw)
     return (
         run_id,
         record.entity_type,
         record.key,
         pass_no,
-        observed_hash(fields_json, raw),
+        digest,
         fields_json.decode(),
         raw.decode() if raw is not None else None,
     )
+
+
+def _unstorable(page: Page[Any], key: str, raw: bytes, exc: TypeError) -> QuarantinedItem:
+    """A valid item with a value that neither database can hold, set aside before staging.
+
+    The canonical encoder refuses exactly those: integers beyond 64 bits (no integer column
+    holds them) and text with lone surrogates (not encodable as UTF-8).
+    """
+    return QuarantinedItem(
+        page.endpoint, page.number, None, key, raw, f"a value cannot be stored: {exc}"
+    )
+
+
+@dataclass
+class ListingPass:
+    """What one pass of one listing showed: keys only, so a fleet costs a few MB."""
+
+    pass_no: int = 1
+    staged: set[str] = field(default_factory=set)  # new or changed items, written to staging
+    skipped: set[str] = field(default_factory=set)  # items whose bytes equal the stored ones
+    held: set[str] = field(default_factory=set)  # ids of quarantined items
+    unkeyed: int = 0  # quarantined items without an id
+    quarantined: int = 0
+
+    @property
+    def distinct(self) -> int:
+        """Distinct entities listed (staged or skipped), not counting quarantined ones."""
+        return len(self.staged | self.skipped)
+
+    @property
+    def held_only(self) -> set[str]:
+        """Quarantined ids that the pass did not also list validly."""
+        return self.held - self.staged - self.skipped
+
+    @property
+    def unchanged_skipped(self) -> int:
+        return len(self.skipped - self.staged)
 
 
 @dataclass
@@ -68,13 +124,55 @@ class Stager:
 
     engine: Engine
     run_id: int
-    pass_no: int = 1
-    _refs: dict[tuple[str, str], Record] = field(default_factory=dict)
+    target: str = "default"
     #: Pages written per commit: one transaction per page costs a commit round trip each.
     pages_per_commit: int = 20
+    _refs: dict[tuple[str, str], Record] = field(default_factory=dict)
+    _known: dict[EntityType, dict[str, str]] = field(default_factory=dict)
+    _passes: dict[EntityType, ListingPass] = field(default_factory=dict)
     _conn: Connection | None = None
     _pending: int = 0
+    #: Seconds spent building and writing staged rows (for run timings).
+    seconds: float = 0.0
+    #: Items quarantined per endpoint over all passes (invalid, or with an unstorable value).
+    quarantined: dict[str, int] = field(default_factory=dict)
 
+    # ------------------------------------------------------------------------ what is stored
+    def load_known(self) -> None:
+        """Read the stored ``(key, observed_hash)`` of the target's live CVMs and apps, once."""
+        with self.engine.connect() as conn:
+            for entity_type in LISTED.values():
+                spec = SPECS[entity_type]
+                t = spec.table
+                rows = conn.execute(
+                    select(spec.key_column, t.c.observed_hash).where(
+                        t.c.target == self.target, t.c.deleted_at.is_(None)
+                    )
+                )
+                self._known[entity_type] = {str(k): h for k, h in rows}
+
+    def known(self, entity_type: EntityType) -> dict[str, str]:
+        """Key -> stored hash of the live entities of this target (empty before load_known)."""
+        return self._known.get(entity_type, {})
+
+    # ------------------------------------------------------------------------ listing passes
+    def begin_pass(self, endpoint: Endpoint, pass_no: int) -> None:
+        self._passes[LISTED[endpoint]] = ListingPass(pass_no)
+
+    def current(self, endpoint: Endpoint) -> ListingPass:
+        entity_type = LISTED[endpoint]
+        if entity_type not in self._passes:
+            self._passes[entity_type] = ListingPass()
+        return self._passes[entity_type]
+
+    def gone(self, endpoint: Endpoint) -> list[str]:
+        """Stored live entities of this target that the final pass did not show (sorted)."""
+        entity_type = LISTED[endpoint]
+        seen = self.current(endpoint)
+        known = self._known.get(entity_type, {})
+        return sorted(known.keys() - seen.staged - seen.skipped - seen.held)
+
+    # ------------------------------------------------------------------------ writing pages
     def flush(self) -> None:
         """Commit what is written so far (before anything reads staging on another connection)."""
         if self._conn is not None and self._conn.in_transaction():
@@ -96,38 +194,76 @@ class Stager:
         return self._conn
 
     def cvm_page(self, page: Page[CvmBundle]) -> None:
+        start = time.perf_counter()
+        listing = self.current("cvms")
+        pass_no, version = listing.pass_no, page.version
         rows: list[StagedRow] = []
+        unstorable: list[QuarantinedItem] = []
         refs = self._refs
         for b in page.items:
-            rows.append(staged_row(self.run_id, self.pass_no, b.cvm, b.raw))
-            for ref in (b.node, b.workspace, b.creator):
-                if ref is not None:
-                    key = (ref.entity_type, ref.key)
-                    if refs.get(key) != ref:
-                        refs[key] = ref
-                        rows.append(staged_row(self.run_id, self.pass_no, ref, None))
-        self._write(rows, page.quarantined, SPECS["cvm"])
+            try:
+                row = staged_row(self.run_id, pass_no, b.cvm, b.raw, api_version=version)
+                new_refs = [
+                    (ref, staged_row(self.run_id, pass_no, ref, None))
+                    for ref in (b.node, b.workspace, b.creator)
+                    if ref is not None and refs.get((ref.entity_type, ref.key)) != ref
+                ]
+            except TypeError as exc:  # a value no column can hold (see _unstorable)
+                unstorable.append(_unstorable(page, b.cvm.key, b.raw, exc))
+                continue
+            rows.append(row)
+            listing.staged.add(b.cvm.key)
+            for ref, ref_row in new_refs:
+                refs[(ref.entity_type, ref.key)] = ref
+                rows.append(ref_row)
+        self._note(listing, page, unstorable)
+        held = [*page.quarantined, *unstorable]
+        self.quarantined[page.endpoint] = self.quarantined.get(page.endpoint, 0) + len(held)
+        self._write(rows, held, pass_no)
+        self.seconds += time.perf_counter() - start
 
     def app_page(self, page: Page[AppBundle]) -> None:
+        start = time.perf_counter()
+        listing = self.current("apps")
+        pass_no, version = listing.pass_no, page.version
         rows: list[StagedRow] = []
+        unstorable: list[QuarantinedItem] = []
         for b in page.items:
             members = b.member_vm_uuids
             extra = {APP_MEMBERS: list(members)} if isinstance(members, tuple) else None
-            rows.append(staged_row(self.run_id, self.pass_no, b.app, b.raw, extra))
-        self._write(rows, page.quarantined, SPECS["app"])
+            try:
+                row = staged_row(self.run_id, pass_no, b.app, b.raw, extra, api_version=version)
+            except TypeError as exc:
+                unstorable.append(_unstorable(page, b.app.key, b.raw, exc))
+                continue
+            rows.append(row)
+            listing.staged.add(b.app.key)
+        self._note(listing, page, unstorable)
+        held = [*page.quarantined, *unstorable]
+        self.quarantined[page.endpoint] = self.quarantined.get(page.endpoint, 0) + len(held)
+        self._write(rows, held, pass_no)
+        self.seconds += time.perf_counter() - start
+
+    @staticmethod
+    def _note(listing: ListingPass, page: Page[Any], unstorable: list[QuarantinedItem]) -> None:
+        listing.skipped.update(page.unchanged)
+        listing.quarantined += len(page.quarantined) + len(unstorable)
+        for q in [*page.quarantined, *unstorable]:
+            if q.entity_id is None:
+                listing.unkeyed += 1
+            else:
+                listing.held.add(q.entity_id)
 
     def _write(
-        self,
-        rows: Sequence[StagedRow],
-        quarantined: Sequence[QuarantinedItem],
-        listed: EntitySpec,
+        self, rows: Sequence[StagedRow], quarantined: Sequence[QuarantinedItem], pass_no: int
     ) -> None:
+        if not rows and not quarantined:
+            return
         conn = self._connection()
         if not conn.in_transaction():
             conn.begin()  # explicit: the COPY below goes through the driver, unseen by autobegin
         try:
             if rows:
-                rows = _drop_unchanged_payloads(conn, listed, rows)
                 if conn.dialect.name == "postgresql":
                     copy_rows(conn, _STAGING, _COLUMNS, rows)
                 else:
@@ -145,7 +281,7 @@ class Stager:
                             "page": q.page,
                             "item_index": q.index,
                             "entity_id": q.entity_id,
-                            "pass_no": self.pass_no,
+                            "pass_no": pass_no,
                             "error": q.error,
                             "raw_json": q.raw.decode(errors="replace"),
                             "observed_at": now,
@@ -160,72 +296,6 @@ class Stager:
         self._pending += 1
         if self._pending >= self.pages_per_commit:
             self.flush()
-
-
-def _drop_unchanged_payloads(
-    conn: Connection, spec: EntitySpec, rows: Sequence[StagedRow]
-) -> Sequence[StagedRow]:
-    """Stage only the id and hash of listed items whose stored row has the same observed hash.
-
-    The run lock is held from fetch to apply, so the stored hash cannot change in between; apply
-    still compares hashes and never reads the payload of such a row.
-    """
-    keys = [spec.key_value(r[2]) for r in rows if r[1] == spec.entity_type]
-    if not keys:
-        return rows
-    t = spec.table
-    stored = {
-        str(k): h
-        for k, h in conn.execute(
-            select(spec.key_column, t.c.observed_hash).where(
-                spec.key_column.in_(keys), t.c.deleted_at.is_(None)
-            )
-        )
-    }
-    if not stored:
-        return rows
-    return [
-        (r[0], r[1], r[2], r[3], r[4], None, None)
-        if r[1] == spec.entity_type and stored.get(r[2]) == r[4]
-        else r
-        for r in rows
-    ]
-
-
-def distinct_staged(engine: Engine, run_id: int, entity_type: str, pass_no: int) -> int:
-    """How many distinct entities of one type a listing pass staged."""
-    s = _STAGING.c
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                select(func.count(func.distinct(s.entity_id))).where(
-                    s.run_id == run_id, s.entity_type == entity_type, s.pass_no == pass_no
-                )
-            ).scalar_one()
-        )
-
-
-def quarantine_counts(
-    engine: Engine, run_id: int, endpoint: str, pass_no: int, entity_type: str
-) -> tuple[int, int, int]:
-    """(quarantined items, of those without an id, distinct ids not staged in the same pass)."""
-    q = _QUARANTINE.c
-    s = _STAGING.c
-    where = (q.run_id == run_id, q.endpoint == endpoint, q.pass_no == pass_no)
-    staged = select(s.entity_id).where(
-        s.run_id == run_id, s.entity_type == entity_type, s.pass_no == pass_no
-    )
-    with engine.connect() as conn:
-        total = conn.execute(select(func.count()).where(*where)).scalar_one()
-        unkeyed = conn.execute(
-            select(func.count()).where(*where, q.entity_id.is_(None))
-        ).scalar_one()
-        keyed = conn.execute(
-            select(func.count(func.distinct(q.entity_id))).where(
-                *where, q.entity_id.is_not(None), q.entity_id.not_in(staged)
-            )
-        ).scalar_one()
-    return int(total), int(unkeyed), int(keyed)
 
 
 def discard_earlier_passes(engine: Engine, run_id: int, entity_type: str, pass_no: int) -> None:

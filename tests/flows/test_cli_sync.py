@@ -29,7 +29,7 @@ from sync.simulator import SimulatorServer
 from sync.store.engine import make_engine
 from sync.store.migrate import upgrade
 from tests.flows.conftest import API_KEY, FLEET
-from tests.sync.test_cli import assert_one_line_error
+from tests.sync.test_cli import assert_one_line_error, from_the_future
 
 pytestmark = pytest.mark.prefect
 
@@ -202,5 +202,10 @@ def test_serve_refuses_bad_input(prefect_api_url: str, sqlite_url: str, engine: 
     )
     no_key = {"PHALA_SYNC_DATABASE_URL": sqlite_url}
     assert_one_line_error(runner.invoke(cli, ["serve"], env=no_key), "PHALA_CLOUD_API_KEY")
-    unmigrated = {**env, "PHALA_SYNC_DATABASE_URL": sqlite_url + ".other"}
-    assert_one_line_error(runner.invoke(cli, ["serve"], env=unmigrated), "db upgrade")
+    future = sqlite_url + ".future"
+    from_the_future(future)
+    newer = {**env, "PHALA_SYNC_DATABASE_URL": future}
+    for migrate in ([], ["--migrate"]):
+        assert_one_line_error(
+            runner.invoke(cli, ["serve", *migrate], env=newer), "ffff_future", "does not know"
+        )

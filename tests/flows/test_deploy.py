@@ -9,6 +9,7 @@ import pytest
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 from prefect.states import Failed
+from prefect.types.entrypoint import EntrypointType
 
 from flows.artifacts import artifact_key, changes_markdown, counts_table
 from flows.deploy import SERVED_LOCK_TIMEOUT, Target, build_deployments
@@ -60,6 +61,23 @@ def test_one_deployment_per_target_with_schedule_limit_and_parameters() -> None:
     }
     assert beta["api_key_secret"] == "beta-key"
     assert "api_key_secret" not in acme
+
+
+def test_deployments_for_a_work_pool_name_the_installed_module() -> None:
+    """What ``deploy`` registers: a module path a stock worker imports, no path, no storage."""
+    (plain,) = build_deployments([Target("acme")], entrypoint_type=EntrypointType.MODULE_PATH)
+    assert plain.entrypoint == "flows.sync_flow.sync_flow"
+    assert plain.storage is None
+    assert plain.job_variables == {}
+    (migrating,) = build_deployments(
+        [Target("acme")],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        env={"PHALA_SYNC_MIGRATE": "true"},
+    )
+    assert migrating.job_variables == {"env": {"PHALA_SYNC_MIGRATE": "true"}}
+    (served,) = build_deployments([Target("acme")])
+    assert served.entrypoint is not None
+    assert served.entrypoint.endswith("sync_flow.py:sync_flow")
 
 
 def test_interval_schedule_is_the_default() -> None:

@@ -63,7 +63,7 @@ def main() -> None:
     applier = apply_module._EntityApplier
     applier._flush = step("flush", applier._flush)  # type: ignore[method-assign]
     applier.infer_deletions = step("deletions", applier.infer_deletions)  # type: ignore[method-assign]
-    applier._touch_seen = step("seen", applier._touch_seen)  # type: ignore[method-assign]
+    applier.infer_orphans = step("orphans", applier.infer_orphans)  # type: ignore[method-assign]
     apply_module.dedupe_staging = step("dedupe", apply_module.dedupe_staging)
     # run_sync's apply calls finish_run by the name sync.run imported.
     sync.run.finish_run = step("ledger", ledger_module.finish_run)  # type: ignore[attr-defined]

@@ -87,7 +87,14 @@ def bundle(rec: CvmRecord, *, legacy: bool = False) -> CvmBundle:
         )
     if isinstance(rec.creator_id, str):
         cr = CreatorRecord(creator_id=rec.creator_id, username=rec.creator_id, avatar_url=None)
-    raw = orjson.dumps({"vm_uuid": rec.vm_uuid, "name": rec.name, "legacy": legacy})
+    # The raw item determines the records, as an API payload does (its hash stands for them).
+    raw = orjson.dumps(
+        {
+            "cvm": rec.known_fields(),
+            "refs": [r.known_fields() if r is not None else None for r in (node, ws, cr)],
+            "legacy": legacy,
+        }
+    )
     return CvmBundle(cvm=rec, node=node, workspace=ws, creator=cr, raw=raw)
 
 
@@ -110,7 +117,7 @@ def app(app_id: str, members: tuple[str, ...] | None) -> AppBundle:
     return AppBundle(
         app=rec,
         member_vm_uuids=UNKNOWN if members is None else members,
-        raw=orjson.dumps({"app_id": app_id}),
+        raw=orjson.dumps({**rec.known_fields(), "members": members}),
     )
 
 
@@ -124,11 +131,14 @@ def cvm_page(items: list[CvmBundle], *, number: int = 1, total: int | None = Non
     )  # fmt: skip
 
 
-def listing(endpoint: str, n: int, *, complete: bool = True) -> ListingResult:
+def listing(
+    endpoint: str, n: int, *, complete: bool = True, gone: tuple[str, ...] = ()
+) -> ListingResult:
     return ListingResult(
         endpoint=endpoint,  # type: ignore[arg-type]
         passes=1, pages=1, items=n, quarantined=0, api_total=n, distinct=n,
         complete=complete, reason=None if complete else "test: incomplete",
+        gone=gone if complete else (),
     )  # fmt: skip
 
 
@@ -146,7 +156,8 @@ def run_with(
     settings = Settings(target=target, database_url=str(engine.url))
     with run_lock(engine, timeout=lock_timeout):
         run_id, started = open_run(engine, settings)
-        stager = Stager(engine, run_id)
+        stager = Stager(engine, run_id, target)
+        stager.load_known()  # for the deletions; every item is staged (none is skipped here)
         stager.cvm_page(cvm_page(cvms, quarantined=quarantined))
         app_items = apps or []
         stager.app_page(
@@ -162,7 +173,9 @@ def run_with(
         )
         stager.close()  # commits: staging is read back on other connections
         fetch = FetchResult(
-            cvms=listing("cvms", len(cvms), complete=complete),
-            apps=listing("apps", len(app_items), complete=complete),
+            cvms=listing("cvms", len(cvms), complete=complete, gone=tuple(stager.gone("cvms"))),
+            apps=listing(
+                "apps", len(app_items), complete=complete, gone=tuple(stager.gone("apps"))
+            ),
         )
         return apply_run(engine, settings, run_id, started, fetch)

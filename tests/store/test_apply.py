@@ -67,7 +67,10 @@ def test_unchanged_resync_writes_no_history_or_events(engine: Engine) -> None:
     assert second.counts["cvm"]["unchanged"] == 5
     assert second.counts["cvm"]["created"] == second.counts["cvm"]["updated"] == 0
     assert (count(engine, CvmHistory), count(engine, ChangeEvent)) == before
-    assert cvm_row(engine, 0).last_seen_run_id == second.run_id
+    # An unchanged row is not rewritten: last_seen_* name the last run that wrote it, and the
+    # ledger says which later runs saw it (a succeeded run with a complete listing).
+    assert cvm_row(engine, 0).last_seen_run_id == 1
+    assert second.listing_complete
 
 
 def test_update_lists_every_changed_field_once(engine: Engine) -> None:

@@ -19,7 +19,7 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 from pydantic import SecretStr
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from sync import queries
 from sync.cli import cli, error_line
@@ -27,6 +27,8 @@ from sync.errors import UnknownVersionError
 from sync.run import RunSummary, run_sync
 from sync.settings import Settings
 from sync.simulator import Fleet, SimulatorTransport, create_app
+from sync.store.engine import make_engine
+from sync.store.migrate import upgrade
 
 KEY = "phak_clitest_secret"
 FLEET = 40
@@ -93,7 +95,8 @@ def test_every_command_has_help() -> None:
     with click.Context(cli) as ctx:
         paths = list(_commands(cli, ctx, ()))
     names = {p[-1] for p in paths}
-    assert {"sync", "serve", "simulate", "demo", "runs", "inventory", "history", "changes"} <= names
+    assert {"sync", "serve", "deploy", "simulate", "demo", "runs", "inventory", "history",
+            "changes"} <= names  # fmt: skip
     assert {("db", "upgrade"), ("db", "current"), ("db", "downgrade")} <= set(paths)
     for path in [(), *paths]:
         result = invoke(*path, "--help")
@@ -104,7 +107,8 @@ def test_every_command_has_help() -> None:
 def test_sync_has_the_documented_flags_and_no_key_flag() -> None:
     text = invoke("sync", "--help").output
     for flag in ("--database-url", "--api-version", "--base-url", "--page-size", "--target",
-                 "--validation-policy", "--concurrency", "--lock-timeout", "--json"):  # fmt: skip
+                 "--validation-policy", "--concurrency", "--lock-timeout", "--migrate",
+                 "--json"):  # fmt: skip
         assert flag in text
     assert "--api-key" not in text
 
@@ -241,20 +245,34 @@ def test_sync_refuses_bad_settings_before_anything_runs(sqlite_url: str) -> None
     assert_one_line_error(
         invoke("sync", *db, env={**env, "PHALA_SYNC_API_VERSION": "nope"}), "unknown API version"
     )
-    # A database that exists but is not migrated: the sync says what to run.
-    assert_one_line_error(invoke("sync", *db, env=env), "phala-sync db upgrade")
+    # A database a newer release migrated: refused before Prefect starts, --migrate or not.
+    from_the_future(sqlite_url)
+    for migrate in ([], ["--migrate"]):
+        assert_one_line_error(
+            invoke("sync", *db, *migrate, env=env), "ffff_future", "does not know"
+        )
+
+
+def from_the_future(url: str) -> None:
+    """Leave the database at a revision this release does not know."""
+    eng = make_engine(url)
+    upgrade(eng)
+    with eng.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff_future'"))
+    eng.dispose()
 
 
 def test_sync_reads_settings_from_a_dotenv_file(sqlite_url: str) -> None:
     Path(".env").write_text("PHALA_SYNC_API_VERSION=1999-01-01\n")
     result = invoke("sync", "--database-url", sqlite_url, env={"PHALA_CLOUD_API_KEY": KEY})
     assert_one_line_error(result, "'1999-01-01'")
-    # A flag overrides the .env file: the run gets as far as the (unmigrated) database.
+    # A flag overrides the .env file: the run gets as far as the database's schema check.
+    from_the_future(sqlite_url)
     result = invoke(
         "sync", "--database-url", sqlite_url, "--api-version", "2026-01-21",
         env={"PHALA_CLOUD_API_KEY": KEY},
     )  # fmt: skip
-    assert_one_line_error(result, "db upgrade")
+    assert_one_line_error(result, "ffff_future")
 
 
 def test_debug_shows_the_real_exception(sqlite_url: str) -> None:

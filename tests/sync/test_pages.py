@@ -10,7 +10,15 @@ import orjson
 import pytest
 
 from sync.errors import InvalidEnvelopeError, InvalidItemError, SchemaDriftError
-from sync.pages import Page, QuarantinedItem, field_path, parse_app_page, parse_cvm_page
+from sync.pages import (
+    Page,
+    QuarantinedItem,
+    exact_dumps,
+    field_path,
+    has_long_integer,
+    parse_app_page,
+    parse_cvm_page,
+)
 from sync.records import UNKNOWN
 from sync.versions import KNOWN_VERSIONS, get_version
 
@@ -264,3 +272,25 @@ def test_quarantined_apps_keep_their_app_id() -> None:
 )
 def test_field_paths_read_like_json_paths(loc: tuple[int | str, ...], text: str) -> None:
     assert field_path(loc) == text
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"a": 1180591620717411303424}', True),
+        (b"[1,-12345678901234567890]", True),
+        (b"[\n  -1234567890123456789]", True),
+        (b"1234567890123456789", True),
+        (b'{"hash":"x94714ad87949572919162452822ff86a"}', False),
+        (b'{"id":"1234567890123456789012"}', False),
+        (b'{"small":123456789012345678,"f":0.12345678901234567890}', False),
+    ],
+)
+def test_long_integer_literals_are_found_outside_strings(body: bytes, expected: bool) -> None:
+    assert has_long_integer(body) is expected
+
+
+def test_exact_dumps_keeps_big_integers_and_refuses_infinity() -> None:
+    assert exact_dumps({"a": 2**70, "b": "\ud800"}) == b'{"a":1180591620717411303424,"b":"\\ud800"}'
+    with pytest.raises(ValueError, match="Out of range"):
+        exact_dumps({"a": float("inf")})
