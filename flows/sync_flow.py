@@ -2,7 +2,7 @@
 
 ::
 
-    with run_lock(engine):                       # held across both tasks (same process)
+    with target_lock(engine):                    # held across both tasks (same process)
         run_id, started = open_run(engine, settings)
         fetch   = fetch-and-stage(run_id)        # every page of both listings -> sync_staging
         summary = apply(run_id, fetch)           # one transaction; the ledger row says succeeded
@@ -32,10 +32,16 @@ from sync.cli_settings import build_settings, require_api_key
 from sync.errors import ConfigError, PhalaSyncError
 from sync.http_errors import safe_url
 from sync.progress import ThrottledLog, notify
-from sync.run import FetchResult, apply_run, fetch_and_stage, open_run, record_failure
+from sync.run import (
+    FetchResult,
+    apply_run,
+    fetch_and_stage,
+    open_run,
+    record_failure,
+    target_lock,
+)
 from sync.settings import Settings, ValidationPolicy
 from sync.store.engine import make_engine, normalize_database_url, redact
-from sync.store.lock import run_lock
 
 FLOW_NAME = "phala-sync"
 #: Seconds between progress log lines while pages stream in.
@@ -136,10 +142,10 @@ async def _run(
     fetch_with_retries = fetch_task.with_options(
         retries=fetch_retries, retry_delay_seconds=retry_delay
     )
-    # The lock is taken here, not in a task, so that it covers both tasks (they run in this
-    # process); acquiring it may block this event loop for up to lock_timeout, which is fine:
-    # nothing else runs on it until the lock is ours.
-    with run_lock(engine, timeout=settings.lock_timeout):
+    # The target's lock is taken here, not in a task, so that it covers both tasks (they run in
+    # this process); acquiring it may block this event loop for up to lock_timeout, which is
+    # fine: nothing else runs on it until the lock is ours. The apply takes the database's lock.
+    with target_lock(engine, settings):
         run_id, started = open_run(engine, settings)
         fetch: dict[str, Any] | None = None
         try:

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 #: A drifted listing is read again up to this many times in all before it is called incomplete.
 MAX_PASSES = 3
 
+#: Seconds a run waits at least for the database's lock before it opens its ledger row or applies.
+DATABASE_LOCK_WAIT = 600.0
+
 #: First-generation GC threshold while pages stream (CPython's default is 700).
 GC_THRESHOLD = 50_000
 
@@ -124,14 +127,36 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def database_lock(engine: Engine, settings: Settings) -> contextlib.AbstractContextManager[None]:
+    """The database's lock, for the short steps that write what all targets share.
+
+    It waits at least :data:`DATABASE_LOCK_WAIT` seconds: another target's apply is short, and
+    giving up on it would throw away a whole fetch.
+    """
+    return run_lock(engine, timeout=max(settings.lock_timeout, DATABASE_LOCK_WAIT))
+
+
+def target_lock(engine: Engine, settings: Settings) -> contextlib.AbstractContextManager[None]:
+    """The target's lock, held for a whole run: one run per target at a time.
+
+    Waits ``lock_timeout`` seconds (0: gives up at once) for a run of the same target.
+    """
+    return run_lock(engine, timeout=settings.lock_timeout, target=settings.target)
+
+
 def open_run(engine: Engine, settings: Settings) -> tuple[int, datetime]:
-    """With the run lock held: check the schema, close abandoned runs, open a ledger row."""
-    ensure_schema(engine, migrate=settings.migrate)
-    started = _now()
-    run_id = start_run(
-        engine, target=settings.target, api_version=settings.api_version, now=started
-    )
-    abandoned = close_abandoned(engine, now=started, by_run=run_id)
+    """With the target's lock held: check the schema, close abandoned runs, open a ledger row.
+
+    The schema check (which may create or migrate it) runs under the database's lock, so two
+    first runs of different targets cannot race.
+    """
+    with database_lock(engine, settings):
+        ensure_schema(engine, migrate=settings.migrate)
+        started = _now()
+        run_id = start_run(
+            engine, target=settings.target, api_version=settings.api_version, now=started
+        )
+    abandoned = close_abandoned(engine, now=started, by_run=run_id, target=settings.target)
     if abandoned:
         log.warning("closed %d abandoned run(s) as failed: %s", len(abandoned), abandoned)
     return run_id, started
@@ -329,10 +354,14 @@ def _check_refused(settings: Settings, fetch: FetchResult, refused: list[Refused
 def apply_run(
     engine: Engine, settings: Settings, run_id: int, started: datetime, fetch: FetchResult
 ) -> RunSummary:
-    """Apply the staged run atomically and mark it succeeded in the same transaction."""
-    now = _now()
+    """Apply the staged run atomically and mark it succeeded in the same transaction.
+
+    Runs under the database's lock: runs of different targets fetch side by side, but apply one
+    at a time, since they share nodes, workspaces and creators.
+    """
     start = time.perf_counter()
-    with engine.begin() as conn:
+    with database_lock(engine, settings), engine.begin() as conn:
+        now = _now()
         require_running(conn, run_id)
         applied = apply_staged(
             conn,
@@ -402,7 +431,7 @@ def run_sync(
 
     Raises the run's error after recording it in the ledger.
     """
-    with run_lock(engine, timeout=settings.lock_timeout):
+    with target_lock(engine, settings):
         run_id, started = open_run(engine, settings)
         fetch: FetchResult | None = None
         try:

@@ -28,15 +28,20 @@ def start_run(engine: Engine, *, target: str, api_version: str, now: datetime) -
         )
 
 
-def close_abandoned(engine: Engine, *, now: datetime, by_run: int | None = None) -> list[int]:
+def close_abandoned(
+    engine: Engine, *, now: datetime, by_run: int | None = None, target: str | None = None
+) -> list[int]:
     """Mark ``running`` rows left by a process that died as failed; drop their staged rows.
 
-    Called with the run lock held, so no other run can be in progress.
+    Called with the lock of ``target`` held (or, without a target, the database's lock), so no
+    other run of it can be in progress; runs of other targets may be, and are left alone.
     """
     with engine.begin() as conn:
         where = _RUNS.c.status == "running"
         if by_run is not None:
             where = where & (_RUNS.c.id != by_run)
+        if target is not None:
+            where = where & (_RUNS.c.target == target)
         ids = [int(i) for i in conn.execute(select(_RUNS.c.id).where(where)).scalars()]
         if ids:
             note = "abandoned: the process ended before the run finished"

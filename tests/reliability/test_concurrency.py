@@ -12,11 +12,13 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from sqlalchemy import Engine, select
 
+from models import Cvm, table_of
 from sync.errors import RunLockedError
 from sync.run import RunSummary
-from tests.reliability.conftest import EVOLVE, Harness
-from tests.reliability.oracle import assert_fleet_stored, count, recorded_events, runs
+from tests.reliability.conftest import EVOLVE, Harness, new_harness
+from tests.reliability.oracle import assert_fleet_stored, count, observe, recorded_events, runs
 
 
 def together(n: int, fn: Callable[[int], RunSummary]) -> list[RunSummary | BaseException]:
@@ -83,3 +85,28 @@ def test_waiting_runs_go_one_after_the_other(harness: Harness, n: int) -> None:
         1 for e in events if e[0] == "cvm" and e[2] != "deleted"
     )
     assert_fleet_stored(h.engine, h.fleet)
+
+
+def test_two_targets_fetch_side_by_side_and_apply_one_at_a_time(engine: Engine) -> None:
+    """Runs of different targets overlap (their fetches), and each stores exactly its fleet."""
+    fleets = [new_harness(engine, size=80, seed=seed) for seed in (11, 12)]
+    for h in fleets:
+        h.faults.set(["latency:ms=40"])
+    targets = ("alpha", "beta")
+
+    def run(i: int) -> RunSummary:
+        return fleets[i].run(target=targets[i], lock_timeout=0)
+
+    results = together(2, run)
+    assert all(isinstance(r, RunSummary) and r.status == "succeeded" for r in results), results
+    a, b = (r for r in results if isinstance(r, RunSummary))
+    # The target lock did not serialize them: each started before the other finished.
+    assert a.started_at < b.finished_at
+    assert b.started_at < a.finished_at
+    cvms = table_of(Cvm)
+    with engine.connect() as conn:
+        for h, target in zip(fleets, targets, strict=True):
+            stored = set(
+                conn.execute(select(cvms.c.vm_uuid).where(cvms.c.target == target)).scalars()
+            )
+            assert stored == set(observe(h.fleet)["cvm"])

@@ -154,7 +154,7 @@ def run_with(
 ) -> RunSummary:
     """One run whose fetch stage is replaced by staging the given bundles directly."""
     settings = Settings(target=target, database_url=str(engine.url))
-    with run_lock(engine, timeout=lock_timeout):
+    with run_lock(engine, timeout=lock_timeout, target=target):
         run_id, started = open_run(engine, settings)
         stager = Stager(engine, run_id, target)
         stager.load_known()  # for the deletions; every item is staged (none is skipped here)

@@ -15,7 +15,10 @@ from tests.store.builders import bundle, cvm, run_with
 
 
 def test_second_run_exits_with_a_clear_message(engine: Engine) -> None:
-    with run_lock(engine), pytest.raises(RunLockedError, match="holds the run lock"):
+    with (
+        run_lock(engine, target="default"),
+        pytest.raises(RunLockedError, match="holds the run lock of target 'default'"),
+    ):
         run_with(engine, [bundle(cvm(1))])
     # Nothing was written by the refused run.
     with engine.connect() as conn:

@@ -157,7 +157,7 @@ def test_fetch_stage_can_be_retried_within_one_run(engine: Engine) -> None:
         api_key=KEY, base_url="http://simulator/api/v1", database_url=str(engine.url),
         page_size=25, max_invalid_share=0.5,
     )  # fmt: skip
-    with run_lock(engine):
+    with run_lock(engine, target=settings.target):
         run_id, started = open_run(engine, settings)
         for _ in range(2):
             fetch = asyncio.run(
