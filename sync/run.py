@@ -41,8 +41,10 @@ MAX_PASSES = 3
 #: Seconds a run waits at least for the database's lock before it opens its ledger row or applies.
 DATABASE_LOCK_WAIT = 600.0
 
-#: First-generation GC threshold while pages stream (CPython's default is 700).
-GC_THRESHOLD = 50_000
+#: First-generation GC threshold while pages stream (CPython's default is 700). Validated items
+#: leave cyclic garbage that only the collector frees: at 50,000 the fetch of 30k CVMs peaked at
+#: 278 MiB instead of 154 MiB, so memory would grow with the fleet; 5,000 keeps it flat.
+GC_THRESHOLD = 5_000
 
 #: What ``timings`` name: ``fetch``, the whole fetch-and-stage stage, of which ``parse`` (decoding,
 #: hashing, validating and normalizing pages) and ``stage`` (building and writing staged rows) are
