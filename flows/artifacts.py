@@ -17,7 +17,7 @@ from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from sqlalchemy import Engine
 
 from sync import queries
-from sync.cli_output import (
+from sync.present import (
     COUNT_FIELDS,
     ENTITY_ORDER,
     change_line,

@@ -32,14 +32,7 @@ from sync.cli_settings import build_settings, require_api_key
 from sync.errors import ConfigError, PhalaSyncError
 from sync.http_errors import safe_url
 from sync.progress import ThrottledLog, notify
-from sync.run import (
-    FetchResult,
-    apply_run,
-    fetch_and_stage,
-    open_run,
-    record_failure,
-    target_lock,
-)
+from sync.run import FetchResult, apply_run, fetch_and_stage, run_stages
 from sync.settings import Settings, ValidationPolicy
 from sync.store.engine import make_engine, normalize_database_url, redact
 
@@ -139,22 +132,22 @@ async def apply_task(
 async def _run(
     engine: Engine, settings: Settings, fetch_retries: int, retry_delay: float
 ) -> dict[str, Any]:
+    """The run skeleton of :func:`sync.run.run_stages`, its two stages as Prefect tasks.
+
+    The target's lock is held by the skeleton in this flow's process, around both tasks (they run
+    here too); the apply task takes the database's lock.
+    """
     fetch_with_retries = fetch_task.with_options(
         retries=fetch_retries, retry_delay_seconds=retry_delay
     )
-    # The target's lock is taken here, not in a task, so that it covers both tasks (they run in
-    # this process); acquiring it may block this event loop for up to lock_timeout, which is
-    # fine: nothing else runs on it until the lock is ours. The apply takes the database's lock.
-    with target_lock(engine, settings):
-        run_id, started = open_run(engine, settings)
-        fetch: dict[str, Any] | None = None
-        try:
-            fetch = await fetch_with_retries(engine, settings, run_id)
-            return await apply_task(engine, settings, run_id, started.isoformat(), fetch)
-        except BaseException as exc:
-            partial = FetchResult.from_dict(fetch) if fetch is not None else None
-            record_failure(engine, run_id, exc, partial)
-            raise
+
+    async def fetch(run_id: int) -> FetchResult:
+        return FetchResult.from_dict(await fetch_with_retries(engine, settings, run_id))
+
+    async def apply(run_id: int, started: datetime, fetched: FetchResult) -> dict[str, Any]:
+        return await apply_task(engine, settings, run_id, started.isoformat(), fetched.to_dict())
+
+    return await run_stages(engine, settings, fetch, apply)
 
 
 @flow(name=FLOW_NAME, log_prints=False, persist_result=False)

@@ -18,7 +18,7 @@ from typing import Any
 
 from sync import queries
 from sync.cli_flow import run_sync_flow
-from sync.cli_output import change_line, change_tally, sort_changes, summary_text, table
+from sync.present import change_line, change_tally, sort_changes, summary_text, table
 from sync.store.engine import make_engine
 from sync.store.migrate import upgrade
 from sync.versions import DEFAULT_VERSION

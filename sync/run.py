@@ -12,10 +12,10 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy import Engine, func, select
@@ -422,6 +422,32 @@ def quarantined_count(engine: Engine, run_id: int) -> int:
         )
 
 
+_SummaryT = TypeVar("_SummaryT")
+
+
+async def run_stages(
+    engine: Engine,
+    settings: Settings,
+    fetch: Callable[[int], Awaitable[FetchResult]],
+    apply: Callable[[int, datetime, FetchResult], Awaitable[_SummaryT]],
+) -> _SummaryT:
+    """The one skeleton of a run: the target's lock, a ledger row, fetch, apply, or the failure.
+
+    ``fetch(run_id)`` and ``apply(run_id, started, fetch_result)`` are the two stages: plain calls
+    of :func:`fetch_and_stage` and :func:`apply_run` for :func:`run_sync`, Prefect tasks around
+    them for the flow. Whatever fails is recorded in the ledger, then raised.
+    """
+    with target_lock(engine, settings):
+        run_id, started = open_run(engine, settings)
+        fetched: FetchResult | None = None
+        try:
+            fetched = await fetch(run_id)
+            return await apply(run_id, started, fetched)
+        except BaseException as exc:
+            record_failure(engine, run_id, exc, fetched)
+            raise
+
+
 def run_sync(
     engine: Engine,
     settings: Settings,
@@ -433,14 +459,11 @@ def run_sync(
 
     Raises the run's error after recording it in the ledger.
     """
-    with target_lock(engine, settings):
-        run_id, started = open_run(engine, settings)
-        fetch: FetchResult | None = None
-        try:
-            fetch = asyncio.run(
-                fetch_and_stage(engine, settings, run_id, transport=transport, on_page=on_page)
-            )
-            return apply_run(engine, settings, run_id, started, fetch)
-        except BaseException as exc:
-            record_failure(engine, run_id, exc, fetch)
-            raise
+
+    async def fetch(run_id: int) -> FetchResult:
+        return await fetch_and_stage(engine, settings, run_id, transport=transport, on_page=on_page)
+
+    async def apply(run_id: int, started: datetime, fetched: FetchResult) -> RunSummary:
+        return apply_run(engine, settings, run_id, started, fetched)
+
+    return asyncio.run(run_stages(engine, settings, fetch, apply))

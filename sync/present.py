@@ -1,4 +1,4 @@
-"""How the CLI (and the flow's artifacts) show results: aligned tables, JSON, run summaries.
+"""How results are shown, by the CLI and the flow's artifacts alike: tables, JSON, run summaries.
 
 Pure functions over the plain dicts that :mod:`sync.queries` and :class:`sync.run.RunSummary`
 produce; nothing here touches the database, the network or Prefect.

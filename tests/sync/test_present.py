@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from sync.cli_output import (
+from sync.present import (
     change_line,
     change_tally,
     count_rows,
