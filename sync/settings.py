@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sync.errors import UnknownVersionError
+from sync.versions import DEFAULT_VERSION, get_version
 
 DEFAULT_BASE_URL = "https://cloud-api.phala.com/api/v1"
 DEFAULT_DATABASE_URL = "sqlite:///phala-sync.db"
@@ -40,7 +40,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("PHALA_CLOUD_API_PREFIX", "base_url"),
         description="API base URL, up to and including /api/v1.",
     )
-    api_version: str = Field(default="2026-01-21", description="Pinned X-Phala-Version.")
+    api_version: str = Field(default=DEFAULT_VERSION, description="Pinned X-Phala-Version.")
     database_url: str = Field(default=DEFAULT_DATABASE_URL, description="SQLAlchemy database URL.")
     target: str = Field(
         default="default",
@@ -80,10 +80,7 @@ class Settings(BaseSettings):
     @field_validator("api_version")
     @classmethod
     def _known_version(cls, value: str) -> str:
-        from sync.versions import KNOWN_VERSIONS
-
-        if value not in KNOWN_VERSIONS:
-            raise UnknownVersionError(value, list(KNOWN_VERSIONS))
+        get_version(value)  # UnknownVersionError, naming the known ones, if the registry has none
         return value
 
     @field_validator("base_url")

@@ -39,7 +39,7 @@ from sync.simulator.evolve import KINDS
 from sync.simulator.faults import STATUS_KINDS, Decision, FaultRule, Faults, FaultSpecError
 from sync.simulator.fleet import Fleet
 from sync.simulator.model import JsonDict
-from sync.simulator.versions import DEFAULT_VERSION, SUPPORTED_VERSIONS, shape_of
+from sync.simulator.versions import DEFAULT_VERSION, SUPPORTED_VERSIONS, Shape, shape_of
 
 API_PREFIX: Final = "/api/v1"
 PAGE_SIZE_DEFAULTS: Final = {"cvms": 30, "apps": 20}
@@ -218,7 +218,9 @@ def create_app(
         if not hmac.compare_digest(key.encode(), sim.api_key.encode()):
             return _json(401, {"detail": "Invalid API key"}, rid)
         version = request.headers.get("x-phala-version", DEFAULT_VERSION)
-        if version not in SUPPORTED_VERSIONS:
+        try:
+            shape = shape_of(version)
+        except KeyError:
             return _unknown_version(version, rid)
         params = request.query_params
         page, page_err = _query_int(params, "page", 1, None)
@@ -232,13 +234,12 @@ def create_app(
         rule = decision.response
         if rule is not None and rule.kind in STATUS_KINDS:
             return _error(rule, rid)
-        body = _render(endpoint, version, page, size, decision)
+        body = _render(endpoint, shape, page, size, decision)
         if rule is not None:
             return _damaged(rule, body, rid)
         return Response(body, media_type="application/json", headers={"x-request-id": rid})
 
-    def _render(endpoint: str, version: str, page: int, size: int, decision: Decision) -> bytes:
-        shape = shape_of(version)
+    def _render(endpoint: str, shape: Shape, page: int, size: int, decision: Decision) -> bytes:
         picker = sim.faults.picker(decision, shape)
         with sim.fleet.lock:  # the page and the drift after it, with nothing in between
             if endpoint == "cvms":

@@ -1,20 +1,34 @@
-"""The version registry: known versions, lookups, and reading keys from raw items."""
+"""The version registry: known versions, lookups, reading keys from raw items, and that a version
+with an existing list shape is one registry line for the settings, the simulator and a run."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from types import ModuleType
 
 import pytest
+from sqlalchemy import Engine, select
 
-from sync import v2025_10_28, v2026_01_21
+from models import Cvm, SyncRun, table_of
+from sync import versions
 from sync.errors import ConfigError, UnknownVersionError
+from sync.run import run_sync
 from sync.settings import Settings
+from sync.simulator import Fleet, SimulatorTransport, create_app
 from sync.versions import DEFAULT_VERSION, KNOWN_VERSIONS, ApiVersion, get_version
+from sync.versions import v2025_10_28 as legacy
+from sync.versions import v2026_01_21 as current
+
+#: The module of each list shape.
+MODULES: dict[str, ModuleType] = {m.SHAPE: m for m in (legacy, current)}
+#: A version no release will ship, registered for one test.
+THROWAWAY = "2099-01-01"
 
 
 def test_known_versions_are_listed_in_date_order() -> None:
-    assert KNOWN_VERSIONS == ("2025-10-28", "2026-01-21", "2026-05-22", "2026-06-23")
+    assert list(KNOWN_VERSIONS) == sorted(KNOWN_VERSIONS)
+    assert len(set(KNOWN_VERSIONS)) == len(KNOWN_VERSIONS)
+    assert {"2025-10-28", "2026-01-21"} <= set(KNOWN_VERSIONS)
 
 
 def test_the_default_version_is_the_documented_current_one() -> None:
@@ -23,19 +37,19 @@ def test_the_default_version_is_the_documented_current_one() -> None:
     assert Settings(_env_file=None).api_version == DEFAULT_VERSION
 
 
-@pytest.mark.parametrize(
-    ("name", "module"),
-    [
-        ("2025-10-28", v2025_10_28),
-        ("2026-01-21", v2026_01_21),
-        ("2026-05-22", v2026_01_21),
-        ("2026-06-23", v2026_01_21),
-    ],
-)
-def test_each_version_uses_its_module(name: str, module: Any) -> None:
+def test_each_shape_is_named_by_the_version_that_introduced_it() -> None:
+    assert get_version("2025-10-28").shape == "2025-10-28"
+    assert get_version("2026-01-21").shape == "2026-01-21"
+    assert all(get_version(name).shape in MODULES for name in KNOWN_VERSIONS)
+
+
+@pytest.mark.parametrize("name", KNOWN_VERSIONS)
+def test_each_version_uses_the_module_of_its_shape(name: str) -> None:
     version = get_version(name)
+    module = MODULES[version.shape]
     assert isinstance(version, ApiVersion)
     assert version.name == name
+    assert version.shape == module.SHAPE
     assert version.cvm_item is module.CVM_ITEM
     assert version.app_item is module.APP_ITEM
     assert version.cvm_envelope is module.CVM_ENVELOPE
@@ -105,8 +119,9 @@ def test_legacy_cvm_key_is_read_from_a_raw_item(item: object, expected: str | No
     ],
 )
 def test_current_cvm_key_is_read_from_a_raw_item(item: object, expected: str | None) -> None:
-    for name in KNOWN_VERSIONS[1:]:
-        assert get_version(name).cvm_entity_id(item) == expected
+    for name in KNOWN_VERSIONS:
+        if get_version(name).shape == "2026-01-21":
+            assert get_version(name).cvm_entity_id(item) == expected
 
 
 @pytest.mark.parametrize(
@@ -122,3 +137,40 @@ def test_current_cvm_key_is_read_from_a_raw_item(item: object, expected: str | N
 def test_app_key_is_read_from_a_raw_item(item: object, expected: str | None) -> None:
     for name in KNOWN_VERSIONS:
         assert get_version(name).app_entity_id(item) == expected
+
+
+@pytest.fixture
+def throwaway(monkeypatch: pytest.MonkeyPatch) -> str:
+    """:data:`THROWAWAY` registered as a registry line would: the current shape's module."""
+    assert THROWAWAY not in KNOWN_VERSIONS
+    registry = versions._REGISTRY
+    monkeypatch.setitem(registry, THROWAWAY, ApiVersion.from_module(THROWAWAY, current))
+    monkeypatch.setattr(versions, "KNOWN_VERSIONS", tuple(sorted(registry)))
+    return THROWAWAY
+
+
+def test_a_version_with_an_existing_shape_is_one_registry_line(
+    throwaway: str, engine: Engine
+) -> None:
+    assert get_version(throwaway).shape == "2026-01-21"
+    fleet = Fleet(60, seed=5)
+    app = create_app(fleet, api_key="phak_versions_test_key")
+    settings = Settings(
+        api_key="phak_versions_test_key",
+        base_url="http://simulator/api/v1",
+        api_version=throwaway,  # the settings validator accepts it
+        database_url=str(engine.url),
+        page_size=25,
+        _env_file=None,
+    )
+    # The simulator serves it, the client validates and maps it with the current shape's module.
+    summary = run_sync(engine, settings, transport=SimulatorTransport(app))
+    assert summary.listing_complete
+    assert summary.api_version == throwaway
+    runs = table_of(SyncRun).c
+    with engine.connect() as conn:
+        vm_uuids = set(conn.execute(select(table_of(Cvm).c.vm_uuid)).scalars())
+        ledger = conn.execute(select(runs.api_version).where(runs.id == summary.run_id)).one()
+    assert len(vm_uuids) == fleet.cvm_count
+    assert vm_uuids == set(fleet.vm_uuids())
+    assert ledger.api_version == throwaway

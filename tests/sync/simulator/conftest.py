@@ -17,10 +17,13 @@ from referencing.jsonschema import DRAFT202012
 from starlette.applications import Starlette
 
 from sync.simulator import Fleet, SimulatorTransport, create_app
+from sync.simulator.versions import shape_of
+from sync.versions import KNOWN_VERSIONS
 
 API_KEY = "phak_simulator_test_key"
 ADMIN_TOKEN = "admin-test-token"
-VERSIONS = ("2025-10-28", "2026-01-21", "2026-05-22", "2026-06-23")
+#: Every version the registry knows (and so the simulator serves).
+VERSIONS = KNOWN_VERSIONS
 OPENAPI = (
     Path(__file__).resolve().parents[4] / "shared/reference/phala-cloud-openapi.list-endpoints.json"
 )
@@ -53,8 +56,7 @@ def validator(ref: str) -> Draft202012Validator:
 
 
 def page_validator(endpoint: str, version: str) -> Draft202012Validator:
-    shape = "legacy" if version == "2025-10-28" else "current"
-    return validator(SCHEMAS[(endpoint, shape)])
+    return validator(SCHEMAS[(endpoint, shape_of(version))])
 
 
 def schema_errors(endpoint: str, version: str, body: Any) -> list[str]:

@@ -8,6 +8,7 @@ import pytest
 
 from sync.records import AppRecord, CreatorRecord, CvmRecord, NodeRecord, WorkspaceRecord
 from sync.simulator import Fleet
+from sync.simulator.versions import shape_of
 
 from .conftest import VERSIONS, Caller
 
@@ -119,7 +120,7 @@ def test_every_version_shows_the_same_facts(make_caller: Any) -> None:
             assert facts[name] == record[name], (key, name)
         assert (facts["node"] or (None,))[0] == record["node_id"]
     # The versions that share the 2026-01-21 shape serve the very same bytes.
-    for version in VERSIONS[2:]:
+    for version in [v for v in VERSIONS if shape_of(v) == "current" and v != "2026-01-21"]:
         for endpoint in ("cvms", "apps"):
             same = caller.get(endpoint, version="2026-01-21", page=2, page_size=100).content
             assert caller.get(endpoint, version=version, page=2, page_size=100).content == same

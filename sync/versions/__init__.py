@@ -2,8 +2,13 @@
 
 A version string (the ``X-Phala-Version`` header) maps to one module of response models and its
 mapper to the canonical records (:mod:`sync.records`). Several versions may share a module when
-their list items have the same shape. Adding a version is adding a module that satisfies
-:class:`VersionModule` and a line in ``_REGISTRY``.
+their list items have the same shape. What the modules share lives in :mod:`sync.versions.common`;
+no version module imports another.
+
+This registry is the one list of versions: the settings validator, the client and the simulator
+(:mod:`sync.simulator.versions`, which renders each version in its module's ``SHAPE``) all ask it.
+Adding a version whose list items have an existing shape is a line in ``_REGISTRY``; a new shape
+is also a module that satisfies :class:`VersionModule` (and a renderer in the simulator).
 """
 
 from __future__ import annotations
@@ -14,17 +19,26 @@ from typing import Any, Final, Protocol
 
 from pydantic import TypeAdapter
 
-from sync import v2025_10_28, v2026_01_21
 from sync.errors import UnknownVersionError
 from sync.records import AppBundle, CvmBundle
-from sync.v2025_10_28 import AppPageEnvelope, CvmPageEnvelope
+from sync.versions import v2025_10_28, v2026_01_21
+from sync.versions.common import AppPageEnvelope, CvmPageEnvelope, ListShape
 
-__all__ = ["DEFAULT_VERSION", "KNOWN_VERSIONS", "ApiVersion", "VersionModule", "get_version"]
+__all__ = [
+    "DEFAULT_VERSION",
+    "KNOWN_VERSIONS",
+    "ApiVersion",
+    "ListShape",
+    "VersionModule",
+    "get_version",
+]
 
 
 class VersionModule(Protocol):
     """What a version module provides (a module satisfies this protocol structurally)."""
 
+    @property
+    def SHAPE(self) -> ListShape: ...
     @property
     def CVM_ITEM(self) -> TypeAdapter[Any]: ...
     @property
@@ -44,13 +58,16 @@ class VersionModule(Protocol):
 class ApiVersion:
     """One API version: how to validate and normalize the items of its two list endpoints.
 
-    ``cvm_item``/``app_item`` validate one decoded item; ``cvm_envelope``/``app_envelope`` validate
-    a decoded page with its items left as they are; ``normalize_*`` map a validated item and its raw
-    JSON bytes to a bundle of canonical records; ``*_entity_id`` read the entity key (normalized VM
-    UUID, ``app_id``) from a raw item that may have failed validation, or return None.
+    ``shape`` names the shape of its list items (its module's ``SHAPE``: the version that
+    introduced it); ``cvm_item``/``app_item`` validate one decoded item;
+    ``cvm_envelope``/``app_envelope`` validate a decoded page with its items left as they are;
+    ``normalize_*`` map a validated item and its raw JSON bytes to a bundle of canonical records;
+    ``*_entity_id`` read the entity key (normalized VM UUID, ``app_id``) from a raw item that may
+    have failed validation, or return None.
     """
 
     name: str
+    shape: ListShape
     cvm_item: TypeAdapter[Any]
     app_item: TypeAdapter[Any]
     cvm_envelope: TypeAdapter[CvmPageEnvelope]
@@ -64,6 +81,7 @@ class ApiVersion:
     def from_module(cls, name: str, module: VersionModule) -> ApiVersion:
         return cls(
             name=name,
+            shape=module.SHAPE,
             cvm_item=module.CVM_ITEM,
             app_item=module.APP_ITEM,
             cvm_envelope=module.CVM_ENVELOPE,

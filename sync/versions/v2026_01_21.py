@@ -3,13 +3,13 @@
 The models mirror the OpenAPI component schemas of ``GET /cvms/paginated`` (``PaginatedCvmInfos``
 of ``CVMInfo`` with ``CVMResourceInfo``, ``NodeRef``, ``CVMOSInfo``, ``CVMKmsInfo``, ...) and of
 ``GET /apps`` (``DstackAppListResponse`` of ``DstackAppFullResponse`` with full ``CVMInfo`` members,
-or ``DstackAppMinimalResponse``), under the rules of :mod:`sync.v2025_10_28`: required/optional and
-nullable exactly as in the schema, JSON-strict types, date-times as aware UTC datetimes, unknown
+or ``DstackAppMinimalResponse``), under the rules of :mod:`sync.versions.common`: required/optional
+and nullable exactly as in the schema, JSON-strict types, date-times as aware UTC datetimes, unknown
 fields kept at every level, and **open enums**: ``kms_type`` (``KmsType``),
 ``resource.billing_period`` (``BillingPeriod``) and ``node_info.status`` (``TeepodStatus``) accept
 any string, because the server keeps adding values and a new one is data, not drift.
-``object_type`` constants stay exact. Components identical in both versions are imported from
-:mod:`sync.v2025_10_28`.
+``object_type`` constants stay exact. Components the same in every version are imported from
+:mod:`sync.versions.common`.
 """
 
 from __future__ import annotations
@@ -29,17 +29,20 @@ from sync.records import (
     memory_gb_to_mb,
     normalize_vm_uuid,
 )
-from sync.v2025_10_28 import (
+from sync.versions.common import (
     APP_DISCRIMINATOR,
     APP_ENVELOPE,
     CVM_ENVELOPE,
+    AppPage,
     AppPageEnvelope,
     CvmNetworkUrls,
+    CvmPage,
     CvmPageEnvelope,
     DateTime,
+    DstackAppFull,
     DstackAppMinimalResponse,
+    ListShape,
     ProfileGetResponse,
-    ProjectId,
     SchemaModel,
     app_bundle,
     app_entity_id,
@@ -51,6 +54,7 @@ __all__ = [
     "APP_ITEM",
     "CVM_ENVELOPE",
     "CVM_ITEM",
+    "SHAPE",
     "AppPageEnvelope",
     "CVMGatewayInfo",
     "CVMInfo",
@@ -75,6 +79,9 @@ __all__ = [
     "normalize_app",
     "normalize_cvm",
 ]
+
+#: The list shape this module's models describe (see :data:`~sync.versions.common.ListShape`).
+SHAPE: Final[ListShape] = "2026-01-21"
 
 CvmId = Annotated[str, StringConstraints(pattern=r"^cvm_.+")]
 WorkspaceId = Annotated[str, StringConstraints(pattern=r"^wks_.+")]
@@ -192,32 +199,18 @@ class CVMInfo(SchemaModel):
     project_type: str | None = None
 
 
-class PaginatedCvmInfos(SchemaModel):
-    items: list[CVMInfo]
-    total: int
-    page: int
-    page_size: int
-    pages: int
+class PaginatedCvmInfos(CvmPage[CVMInfo]):
+    """A page of ``GET /cvms/paginated``."""
 
 
 # --- GET /apps -----------------------------------------------------------------------------------
 
 
-class DstackAppFullResponse(SchemaModel):
-    id: ProjectId
-    name: str
-    app_id: str
-    app_provision_type: str | None = None
-    app_icon_url: str | None = None
-    created_at: str
-    kms_type: str
-    profile: ProfileGetResponse | None = None
-    current_cvm: CVMInfo | None = None
-    cvms: list[CVMInfo] = Field(default_factory=list)
-    cvm_count: int = 0
+class DstackAppFullResponse(DstackAppFull[CVMInfo]):
+    """A full app: the fields of every version, with full ``CVMInfo`` members."""
 
 
-#: One ``dstack_apps`` item: full or minimal, told apart by ``id`` (see :mod:`sync.v2025_10_28`).
+#: One ``dstack_apps`` item: full or minimal, told apart by ``id`` (:data:`APP_DISCRIMINATOR`).
 DstackApp = Annotated[
     Annotated[DstackAppFullResponse, Tag("DstackAppFullResponse")]
     | Annotated[DstackAppMinimalResponse, Tag("DstackAppMinimalResponse")],
@@ -225,12 +218,8 @@ DstackApp = Annotated[
 ]
 
 
-class DstackAppListResponse(SchemaModel):
-    dstack_apps: list[DstackApp]
-    page: int
-    page_size: int
-    total: int
-    total_pages: int
+class DstackAppListResponse(AppPage[DstackApp]):
+    """A page of ``GET /apps``."""
 
 
 CVM_ITEM: Final = TypeAdapter(CVMInfo)

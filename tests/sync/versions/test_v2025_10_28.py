@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from sync import v2025_10_28 as legacy
 from sync.records import UNKNOWN, normalize_vm_uuid
+from sync.versions import v2025_10_28 as legacy
 from tests.sync.openapi_cases import (
     SCHEMA_SETTINGS,
     app_item_instances,
