@@ -28,12 +28,11 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from flows.artifacts import publish_summary
-from sync.cli_settings import build_settings, require_api_key
 from sync.errors import ConfigError, PhalaSyncError
 from sync.http_errors import safe_url
 from sync.progress import ThrottledLog, notify
 from sync.run import FetchResult, apply_run, fetch_and_stage, run_stages
-from sync.settings import Settings, ValidationPolicy
+from sync.settings import Settings, ValidationPolicy, build_settings, require_api_key
 from sync.store.engine import make_engine, normalize_database_url, redact
 
 FLOW_NAME = "phala-sync"

@@ -26,10 +26,9 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from sync import queries
-from sync.cli_settings import build_settings, require_api_key
 from sync.errors import PhalaSyncError, StoreError
 from sync.present import change_tally, summary_text, table, to_json
-from sync.settings import Settings
+from sync.settings import Settings, build_settings, require_api_key
 from sync.store import migrate
 from sync.store.engine import make_engine, normalize_database_url, redact
 

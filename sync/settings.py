@@ -6,11 +6,13 @@ The API key and base URL use the official SDKs' variable names (``PHALA_CLOUD_AP
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sync.errors import ConfigError
 from sync.versions import DEFAULT_VERSION, get_version
 
 DEFAULT_BASE_URL = "https://cloud-api.phala.com/api/v1"
@@ -87,3 +89,45 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+
+# ------------------------------------------------------------------------------ at the edges
+# The CLI and the flow build Settings the same way: every value given explicitly (a flag, a flow
+# parameter) that is not None wins over PHALA_SYNC_*, PHALA_CLOUD_API_KEY, PHALA_CLOUD_API_PREFIX
+# and .env. The API key is never one of those values on the command line (it would show in ps);
+# the flow may pass one it loaded from a Prefect Secret block.
+
+MISSING_KEY = (
+    "no Phala Cloud API key: set PHALA_CLOUD_API_KEY (in the environment or a .env file), or "
+    "store the key in a Prefect Secret block and name the block (--key-secret)"
+)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming each invalid setting and why (never the value: it may be a secret)."""
+    parts = []
+    for entry in error.errors():
+        name = ".".join(str(p) for p in entry.get("loc", ())) or "settings"
+        parts.append(f"{name}: {entry.get('msg', 'invalid')}")
+    return "invalid settings: " + "; ".join(parts)
+
+
+def build_settings(overrides: Mapping[str, Any], api_key: SecretStr | None = None) -> Settings:
+    """Settings from the environment and ``.env`` with the non-None ``overrides`` on top.
+
+    Raises :class:`~sync.errors.ConfigError` (with a one-line message) for invalid values;
+    :class:`~sync.errors.UnknownVersionError` for an unknown API version.
+    """
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if api_key is not None:
+        values["api_key"] = api_key
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def require_api_key(settings: Settings) -> None:
+    """Raise :class:`~sync.errors.ConfigError` unless the settings carry a non-blank key."""
+    if settings.api_key is None or not settings.api_key.get_secret_value().strip():
+        raise ConfigError(MISSING_KEY)
