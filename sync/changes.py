@@ -47,15 +47,20 @@ def _source_salt(api_version: str) -> bytes:
     return f"{api_version}/{NORMALIZATION_REVISION}\x00".encode()
 
 
-def source_hash(raw: bytes, api_version: str) -> str:
-    """Hash of one listed item's raw JSON as received under ``api_version``.
+def source_digest(raw: bytes, api_version: str) -> bytes:
+    """Hash of one listed item's raw JSON as received under ``api_version`` (16 bytes).
 
     The models and mappers are pure functions of (bytes, version, release), so an item whose source
     hash equals the stored one would validate and normalize to the stored state: it needs neither
     validation nor any write. The version and :data:`NORMALIZATION_REVISION` are part of the hash,
     so a version switch or a new release re-validates everything once (and records no change).
     """
-    return hashlib.blake2b(_source_salt(api_version) + raw, digest_size=_HASH_BYTES).hexdigest()
+    return hashlib.blake2b(_source_salt(api_version) + raw, digest_size=_HASH_BYTES).digest()
+
+
+def source_hash(raw: bytes, api_version: str) -> str:
+    """:func:`source_digest` as the hex text stored in ``observed_hash``."""
+    return source_digest(raw, api_version).hex()
 
 
 def loads_fields(text: str | bytes, datetime_fields: Iterable[str]) -> dict[str, Any]:

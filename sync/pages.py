@@ -8,7 +8,7 @@ canonical bundles under a validation policy:
   :class:`~sync.errors.InvalidEnvelopeError`, whatever the policy, as for a body that is not JSON;
 - each item is validated alone by the version's item model, normalized, and kept with its raw JSON
   bytes (re-encoded from the decoded item, so unknown fields are never lost);
-- with ``known`` (entity key -> stored source hash, see :func:`sync.changes.source_hash`), an item
+- with ``known`` (entity key -> stored digest, see :func:`sync.changes.source_digest`), an item
   whose raw bytes hash to the stored value is not validated again: the same bytes under the same
   version and release cannot validate differently. Only its key is kept, in ``Page.unchanged``;
 - ``strict``: the first invalid item raises :class:`~sync.errors.InvalidItemError` naming the
@@ -31,7 +31,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from sync.changes import source_hash
+from sync.changes import source_digest
 from sync.errors import InvalidEnvelopeError, InvalidItemError
 from sync.records import AppBundle, CvmBundle
 from sync.versions import ApiVersion
@@ -71,8 +71,8 @@ class Page(Generic[ItemT]):
     unchanged: list[str] = field(default_factory=list)
 
 
-#: Entity key -> source hash of the stored item, for the items a run may skip.
-Known = Mapping[str, str]
+#: Entity key -> source digest of the stored item, for the items a run may skip.
+Known = Mapping[str, bytes]
 
 
 def parse_cvm_page(
@@ -289,7 +289,7 @@ def _parse_items(
             continue
         if known:
             key = entity_id(item)
-            if key is not None and known.get(key) == source_hash(raw, name):
+            if key is not None and known.get(key) == source_digest(raw, name):
                 unchanged.append(key)
                 continue
         try:

@@ -51,7 +51,8 @@ from sync.records import EntityType
 from sync.store.bulk import analyze, bulk_insert
 from sync.store.specs import APP_MEMBERS, APPLY_ORDER, REFERENCE_TYPES, SPECS, EntitySpec
 
-CHUNK = 2000
+#: Staged rows applied per batch (and per savepoint); bounds the apply's memory.
+CHUNK = 1000
 
 _STAGING = table_of(StagedRecord)
 _S = _STAGING.c

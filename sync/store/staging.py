@@ -92,6 +92,13 @@ def _unstorable(page: Page[Any], key: str, raw: bytes, exc: TypeError) -> Quaran
     )
 
 
+def _digest(stored_hash: str) -> bytes:
+    try:
+        return bytes.fromhex(stored_hash)
+    except ValueError:  # not a hash this release wrote: never equal, so the item is validated
+        return b""
+
+
 @dataclass
 class ListingPass:
     """What one pass of one listing showed: keys only, so a fleet costs a few MB."""
@@ -128,7 +135,7 @@ class Stager:
     #: Pages written per commit: one transaction per page costs a commit round trip each.
     pages_per_commit: int = 20
     _refs: dict[tuple[str, str], Record] = field(default_factory=dict)
-    _known: dict[EntityType, dict[str, str]] = field(default_factory=dict)
+    _known: dict[EntityType, dict[str, bytes]] = field(default_factory=dict)
     _passes: dict[EntityType, ListingPass] = field(default_factory=dict)
     _conn: Connection | None = None
     _pending: int = 0
@@ -138,10 +145,14 @@ class Stager:
     quarantined: dict[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------ what is stored
-    def load_known(self) -> None:
-        """Read the stored ``(key, observed_hash)`` of the target's live CVMs and apps, once."""
+    def load_known(self, entity_types: Iterable[EntityType] = ("cvm", "app")) -> None:
+        """Read the stored ``(key, observed_hash)`` of the target's live CVMs and apps.
+
+        Kept compact (hashes as 16-byte digests) and shrinking: an entry leaves the map when its
+        entity is listed (see :meth:`_note`), so what is left at the end is what was not seen.
+        """
         with self.engine.connect() as conn:
-            for entity_type in LISTED.values():
+            for entity_type in entity_types:
                 spec = SPECS[entity_type]
                 t = spec.table
                 rows = conn.execute(
@@ -149,15 +160,18 @@ class Stager:
                         t.c.target == self.target, t.c.deleted_at.is_(None)
                     )
                 )
-                self._known[entity_type] = {str(k): h for k, h in rows}
+                self._known[entity_type] = {str(k): _digest(h) for k, h in rows}
 
-    def known(self, entity_type: EntityType) -> dict[str, str]:
-        """Key -> stored hash of the live entities of this target (empty before load_known)."""
-        return self._known.get(entity_type, {})
+    def known(self, entity_type: EntityType) -> dict[str, bytes]:
+        """Key -> stored digest of the live entities of this target not listed yet."""
+        return self._known.setdefault(entity_type, {})
 
     # ------------------------------------------------------------------------ listing passes
     def begin_pass(self, endpoint: Endpoint, pass_no: int) -> None:
-        self._passes[LISTED[endpoint]] = ListingPass(pass_no)
+        entity_type = LISTED[endpoint]
+        if pass_no > 1 and entity_type in self._known:
+            self.load_known([entity_type])  # the earlier pass took its entries out
+        self._passes[entity_type] = ListingPass(pass_no)
 
     def current(self, endpoint: Endpoint) -> ListingPass:
         entity_type = LISTED[endpoint]
@@ -169,7 +183,7 @@ class Stager:
         """Stored live entities of this target that the final pass did not show (sorted)."""
         entity_type = LISTED[endpoint]
         seen = self.current(endpoint)
-        known = self._known.get(entity_type, {})
+        known = self._known.get(entity_type, {})  # what is left: not listed in this pass
         return sorted(known.keys() - seen.staged - seen.skipped - seen.held)
 
     # ------------------------------------------------------------------------ writing pages
@@ -196,6 +210,7 @@ class Stager:
     def cvm_page(self, page: Page[CvmBundle]) -> None:
         start = time.perf_counter()
         listing = self.current("cvms")
+        known = self.known("cvm")
         pass_no, version = listing.pass_no, page.version
         rows: list[StagedRow] = []
         unstorable: list[QuarantinedItem] = []
@@ -213,6 +228,7 @@ class Stager:
                 continue
             rows.append(row)
             listing.staged.add(b.cvm.key)
+            known.pop(b.cvm.key, None)
             for ref, ref_row in new_refs:
                 refs[(ref.entity_type, ref.key)] = ref
                 rows.append(ref_row)
@@ -225,6 +241,7 @@ class Stager:
     def app_page(self, page: Page[AppBundle]) -> None:
         start = time.perf_counter()
         listing = self.current("apps")
+        known = self.known("app")
         pass_no, version = listing.pass_no, page.version
         rows: list[StagedRow] = []
         unstorable: list[QuarantinedItem] = []
@@ -238,14 +255,21 @@ class Stager:
                 continue
             rows.append(row)
             listing.staged.add(b.app.key)
+            known.pop(b.app.key, None)
         self._note(listing, page, unstorable)
         held = [*page.quarantined, *unstorable]
         self.quarantined[page.endpoint] = self.quarantined.get(page.endpoint, 0) + len(held)
         self._write(rows, held, pass_no)
         self.seconds += time.perf_counter() - start
 
-    @staticmethod
-    def _note(listing: ListingPass, page: Page[Any], unstorable: list[QuarantinedItem]) -> None:
+    def _note(
+        self, listing: ListingPass, page: Page[Any], unstorable: list[QuarantinedItem]
+    ) -> None:
+        """Count what a page showed; its skipped entities leave the map of those not listed yet."""
+        known = self._known.get(LISTED[page.endpoint])
+        if known:
+            for key in page.unchanged:
+                known.pop(key, None)
         listing.skipped.update(page.unchanged)
         listing.quarantined += len(page.quarantined) + len(unstorable)
         for q in [*page.quarantined, *unstorable]:
