@@ -202,7 +202,7 @@ async def _listing(
             endpoint=endpoint,
             passes=pass_no,
             pages=total_pages,
-            items=total_items,
+            items=total_items - stager.unstorable.get(endpoint, 0),
             quarantined=stager.quarantined.get(endpoint, 0),
             api_total=api_total,
             distinct=seen,

@@ -143,6 +143,8 @@ class Stager:
     seconds: float = 0.0
     #: Items quarantined per endpoint over all passes (invalid, or with an unstorable value).
     quarantined: dict[str, int] = field(default_factory=dict)
+    #: Of those, valid items set aside here for a value no column can hold (see _unstorable).
+    unstorable: dict[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------ what is stored
     def load_known(self, entity_types: Iterable[EntityType] = ("cvm", "app")) -> None:
@@ -235,6 +237,7 @@ class Stager:
         self._note(listing, page, unstorable)
         held = [*page.quarantined, *unstorable]
         self.quarantined[page.endpoint] = self.quarantined.get(page.endpoint, 0) + len(held)
+        self.unstorable[page.endpoint] = self.unstorable.get(page.endpoint, 0) + len(unstorable)
         self._write(rows, held, pass_no)
         self.seconds += time.perf_counter() - start
 
@@ -259,6 +262,7 @@ class Stager:
         self._note(listing, page, unstorable)
         held = [*page.quarantined, *unstorable]
         self.quarantined[page.endpoint] = self.quarantined.get(page.endpoint, 0) + len(held)
+        self.unstorable[page.endpoint] = self.unstorable.get(page.endpoint, 0) + len(unstorable)
         self._write(rows, held, pass_no)
         self.seconds += time.perf_counter() - start
 
