@@ -48,7 +48,7 @@ class QuarantinedItem:
     """An item that failed validation, kept with its raw JSON and the reason."""
 
     endpoint: Endpoint
-    page: int
+    page: int | None  # None: refused by the database at apply time, when the page is not known
     index: int | None  # None: set aside after validation, where the index is not kept
     entity_id: str | None  # normalized VM UUID or app_id when the raw item still shows it
     raw: bytes

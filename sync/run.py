@@ -84,6 +84,16 @@ class FetchResult:
     #: Seconds by stage: ``fetch`` (the whole stage), ``parse``, ``stage`` (see :data:`TIMINGS`).
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def quarantined(self) -> int:
+        """Items of both listings set aside by the fetch (invalid or unstorable)."""
+        return self.cvms.quarantined + self.apps.quarantined
+
+    @property
+    def considered(self) -> int:
+        """Items of both listings: listed validly or quarantined."""
+        return self.cvms.items + self.apps.items + self.quarantined
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -288,8 +298,8 @@ async def fetch_and_stage(
         "parse": client.parse_seconds,
         "stage": stager.seconds,
     }
-    invalid = cvms.quarantined + apps.quarantined
-    considered = cvms.items + apps.items + invalid
+    fetched = FetchResult(cvms=cvms, apps=apps, timings=timings)
+    invalid, considered = fetched.quarantined, fetched.considered
     if (
         settings.validation_policy == "quarantine"
         and considered
@@ -301,7 +311,7 @@ async def fetch_and_stage(
             f"{settings.max_invalid_share:.1%}); see quarantined_items for run {run_id}. "
             "If the API changed, pin a supported version or raise PHALA_SYNC_MAX_INVALID_SHARE"
         )
-    return FetchResult(cvms=cvms, apps=apps, timings=timings)
+    return fetched
 
 
 def _ledger_values(
@@ -310,7 +320,7 @@ def _ledger_values(
     values: dict[str, Any] = {}
     if fetch is not None:
         values.update(
-            quarantined=fetch.cvms.quarantined + fetch.apps.quarantined,
+            quarantined=fetch.quarantined,
             listing_complete=fetch.cvms.complete,
             apps_listing_complete=fetch.apps.complete,
             api_total=fetch.cvms.api_total,
@@ -340,9 +350,8 @@ def _check_refused(settings: Settings, fetch: FetchResult, refused: list[Refused
             f"{first.entity_id}: {first.error}. The strict policy fails the run; the quarantine "
             "policy would set such items aside in quarantined_items and store the rest"
         )
-    invalid = fetch.cvms.quarantined + fetch.apps.quarantined + len(refused)
-    considered = fetch.cvms.items + fetch.apps.items + fetch.cvms.quarantined
-    considered += fetch.apps.quarantined
+    invalid = fetch.quarantined + len(refused)
+    considered = fetch.considered
     if considered and invalid / considered > settings.max_invalid_share:
         raise UnstorableItemError(
             f"{invalid} of {considered} items were invalid or refused by the database "
@@ -376,7 +385,7 @@ def apply_run(
         )
         counts = applied.counts
         _check_refused(settings, fetch, applied.refused)
-        quarantine_refused(conn, run_id, applied.refused, now)
+        quarantine_refused(conn, run_id, applied.refused)
         finished = _now()
         values = _ledger_values(fetch, counts)
         values["quarantined"] += len(applied.refused)

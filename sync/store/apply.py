@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg
 import sqlalchemy.exc
 from sqlalchemy import (
     ColumnElement,
@@ -45,18 +46,19 @@ from sqlalchemy import (
     update,
 )
 
-from models import AppCvm, ChangeEvent, QuarantinedItem, StagedRecord, table_of
+from models import AppCvm, ChangeEvent, StagedRecord, table_of
 from sync.changes import created_changes, diff, loads_fields, merge
+from sync.pages import Endpoint, QuarantinedItem
 from sync.records import EntityType
 from sync.store.bulk import analyze, bulk_insert
 from sync.store.specs import APP_MEMBERS, APPLY_ORDER, REFERENCE_TYPES, SPECS, EntitySpec
+from sync.store.staging import insert_quarantined
 
 #: Staged rows applied per batch (and per savepoint); bounds the apply's memory.
 CHUNK = 1000
 
 _STAGING = table_of(StagedRecord)
 _S = _STAGING.c
-_Q = table_of(QuarantinedItem).c
 _EVENTS = table_of(ChangeEvent)
 _MEMBERS = table_of(AppCvm)
 
@@ -116,24 +118,16 @@ class RefusedItem:
 
 #: Errors caused by the values of the rows being written (a NUL in a PostgreSQL text column, a
 #: number out of a column's range, text the driver cannot encode, a reference to a refused row).
-#: Anything else (a lost connection, a full disk, a lost lock) still fails the run.
+#: Anything else (a lost connection, a full disk, a lost lock) still fails the run. The COPY path
+#: goes through the driver itself, so its errors come unwrapped.
 _ITEM_ERRORS: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.DataError,
     sqlalchemy.exc.IntegrityError,
+    psycopg.DataError,
+    psycopg.IntegrityError,
     OverflowError,
     UnicodeError,
 )
-
-
-def _item_error(exc: BaseException) -> bool:
-    if isinstance(exc, _ITEM_ERRORS):
-        return True
-    # The COPY path goes through the driver itself, so its errors are not wrapped.
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        return False
-    return isinstance(exc, psycopg.DataError | psycopg.IntegrityError)
 
 
 def _reason(exc: BaseException) -> str:
@@ -239,7 +233,7 @@ class _EntityApplier:
             with self.conn.begin_nested():
                 self._flush(batch)
         except Exception as exc:
-            if not _item_error(exc):
+            if not isinstance(exc, _ITEM_ERRORS):
                 raise
             if len(rows) == 1:
                 r = rows[0]
@@ -504,7 +498,7 @@ def apply_staged(
 
 
 #: The endpoint whose listing carried each entity type (references come with CVMs).
-SOURCE_ENDPOINT: dict[EntityType, str] = {
+SOURCE_ENDPOINT: dict[EntityType, Endpoint] = {
     "cvm": "cvms",
     "app": "apps",
     "node": "cvms",
@@ -513,28 +507,24 @@ SOURCE_ENDPOINT: dict[EntityType, str] = {
 }
 
 
-def quarantine_refused(
-    conn: Connection, run_id: int, refused: Sequence[RefusedItem], now: datetime
-) -> None:
+def quarantine_refused(conn: Connection, run_id: int, refused: Sequence[RefusedItem]) -> None:
     """Record refused items in ``quarantined_items`` (no page: they failed after the fetch)."""
-    if refused:
-        conn.execute(
-            insert(table_of(QuarantinedItem)),
-            [
-                {
-                    "run_id": run_id,
-                    "endpoint": SOURCE_ENDPOINT[item.entity_type],
-                    "page": None,
-                    "item_index": None,
-                    "entity_id": item.entity_id,
-                    "pass_no": 1,
-                    "error": f"{item.entity_type} {item.entity_id}: {item.error}",
-                    "raw_json": item.raw_json,
-                    "observed_at": now,
-                }
-                for item in refused
-            ],
-        )
+    insert_quarantined(
+        conn,
+        run_id,
+        1,
+        [
+            QuarantinedItem(
+                SOURCE_ENDPOINT[item.entity_type],
+                None,
+                None,
+                item.entity_id,
+                item.raw_json.encode(),
+                f"{item.entity_type} {item.entity_id}: {item.error}",
+            )
+            for item in refused
+        ],
+    )
 
 
 __all__ = [

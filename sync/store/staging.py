@@ -185,8 +185,8 @@ class Stager:
         """Stored live entities of this target that the final pass did not show (sorted)."""
         entity_type = LISTED[endpoint]
         seen = self.current(endpoint)
-        known = self._known.get(entity_type, {})  # what is left: not listed in this pass
-        return sorted(known.keys() - seen.staged - seen.skipped - seen.held)
+        known = self._known.get(entity_type, {})  # listed entities have left it (see _note)
+        return sorted(known.keys() - seen.held)
 
     # ------------------------------------------------------------------------ writing pages
     def flush(self) -> None:
@@ -234,12 +234,7 @@ class Stager:
             for ref, ref_row in new_refs:
                 refs[(ref.entity_type, ref.key)] = ref
                 rows.append(ref_row)
-        self._note(listing, page, unstorable)
-        held = [*page.quarantined, *unstorable]
-        self.quarantined[page.endpoint] = self.quarantined.get(page.endpoint, 0) + len(held)
-        self.unstorable[page.endpoint] = self.unstorable.get(page.endpoint, 0) + len(unstorable)
-        self._write(rows, held, pass_no)
-        self.seconds += time.perf_counter() - start
+        self._finish_page(listing, page, rows, unstorable, start)
 
     def app_page(self, page: Page[AppBundle]) -> None:
         start = time.perf_counter()
@@ -259,11 +254,22 @@ class Stager:
             rows.append(row)
             listing.staged.add(b.app.key)
             known.pop(b.app.key, None)
+        self._finish_page(listing, page, rows, unstorable, start)
+
+    def _finish_page(
+        self,
+        listing: ListingPass,
+        page: Page[Any],
+        rows: Sequence[StagedRow],
+        unstorable: list[QuarantinedItem],
+        start: float,
+    ) -> None:
+        """Note what the page showed, write its rows and quarantined items, count its time."""
         self._note(listing, page, unstorable)
         held = [*page.quarantined, *unstorable]
         self.quarantined[page.endpoint] = self.quarantined.get(page.endpoint, 0) + len(held)
         self.unstorable[page.endpoint] = self.unstorable.get(page.endpoint, 0) + len(unstorable)
-        self._write(rows, held, pass_no)
+        self._write(rows, held, listing.pass_no)
         self.seconds += time.perf_counter() - start
 
     def _note(
@@ -298,25 +304,7 @@ class Stager:
                     conn.execute(
                         insert(_STAGING), [dict(zip(_COLUMNS, r, strict=True)) for r in rows]
                     )
-            if quarantined:
-                now = datetime.now(UTC)
-                conn.execute(
-                    insert(_QUARANTINE),
-                    [
-                        {
-                            "run_id": self.run_id,
-                            "endpoint": q.endpoint,
-                            "page": q.page,
-                            "item_index": q.index,
-                            "entity_id": q.entity_id,
-                            "pass_no": pass_no,
-                            "error": q.error,
-                            "raw_json": q.raw.decode(errors="replace"),
-                            "observed_at": now,
-                        }
-                        for q in quarantined
-                    ],
-                )
+            insert_quarantined(conn, self.run_id, pass_no, quarantined)
         except BaseException:
             if conn.in_transaction():
                 conn.rollback()
@@ -324,6 +312,31 @@ class Stager:
         self._pending += 1
         if self._pending >= self.pages_per_commit:
             self.flush()
+
+
+def insert_quarantined(
+    conn: Connection, run_id: int, pass_no: int, items: Sequence[QuarantinedItem]
+) -> None:
+    """Record quarantined items of a run in ``quarantined_items`` (on the caller's transaction)."""
+    if items:
+        now = datetime.now(UTC)
+        conn.execute(
+            insert(_QUARANTINE),
+            [
+                {
+                    "run_id": run_id,
+                    "endpoint": q.endpoint,
+                    "page": q.page,
+                    "item_index": q.index,
+                    "entity_id": q.entity_id,
+                    "pass_no": pass_no,
+                    "error": q.error,
+                    "raw_json": q.raw.decode(errors="replace"),
+                    "observed_at": now,
+                }
+                for q in items
+            ],
+        )
 
 
 def discard_earlier_passes(engine: Engine, run_id: int, entity_type: str, pass_no: int) -> None:

@@ -141,3 +141,17 @@ def make_caller() -> Iterator[Any]:
 def fleet_300() -> Fleet:
     """A 300-CVM fleet that tests must not change (use a fresh Fleet to evolve)."""
     return Fleet(300, seed=7)
+
+
+def all_pages(caller: Caller, endpoint: str, version: str, page_size: int) -> list[Any]:
+    """Every page of ``endpoint``, decoded, up to and including the empty one past the last."""
+    pages = []
+    page = 1
+    while True:
+        r = caller.get(endpoint, version=version, page=page, page_size=page_size)
+        assert r.status_code == 200, r.text
+        body = orjson.loads(r.content)
+        pages.append(body)
+        if page > body.get("pages", body.get("total_pages", 0)):
+            return pages
+        page += 1

@@ -18,13 +18,12 @@ import sys
 from types import ModuleType
 from typing import Any
 
-import orjson
 import pytest
 from pydantic import ValidationError
 
 from sync.simulator import SUPPORTED_VERSIONS, Fleet
 
-from .conftest import VERSIONS, Caller, schema_errors
+from .conftest import VERSIONS, all_pages, schema_errors
 
 SDK = "phala-cloud==0.2.0"
 
@@ -106,20 +105,6 @@ def _is_minimal(app: dict[str, Any]) -> bool:
     return all(app[k] is None for k in app if k != "app_id")
 
 
-def _pages(caller: Caller, endpoint: str, version: str, page_size: int) -> list[Any]:
-    """Every page of ``endpoint`` up to and including the empty one past the last."""
-    pages = []
-    page = 1
-    while True:
-        r = caller.get(endpoint, version=version, page=page, page_size=page_size)
-        assert r.status_code == 200, r.text
-        body = orjson.loads(r.content)
-        pages.append(body)
-        if page > body.get("pages", body.get("total_pages", 0)):
-            return pages
-        page += 1
-
-
 @pytest.fixture(scope="module")
 def fleet_1000() -> Fleet:
     """1,000 CVMs (seed 3) and two evolve steps: created, restored, renamed ... items too."""
@@ -140,7 +125,7 @@ def test_every_page_validates_with_the_sdk_and_openapi(
 ) -> None:
     caller = make_caller(fleet_1000)
     model = page_model(sdk, endpoint, version)
-    pages = _pages(caller, endpoint, version, 100)
+    pages = all_pages(caller, endpoint, version, 100)
     key = "items" if endpoint == "cvms" else "dstack_apps"
     assert len(pages) > 5
     assert pages[-1][key] == []

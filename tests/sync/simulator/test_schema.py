@@ -5,25 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import orjson
 import pytest
 
 from sync.simulator import Fleet
 
-from .conftest import VERSIONS, Caller, schema_errors, validator
-
-
-def _pages(caller: Caller, endpoint: str, version: str, page_size: int) -> list[Any]:
-    pages = []
-    page = 1
-    while True:
-        r = caller.get(endpoint, version=version, page=page, page_size=page_size)
-        assert r.status_code == 200, r.text
-        body = orjson.loads(r.content)
-        pages.append(body)
-        if page > body.get("pages", body.get("total_pages", 0)):
-            return pages
-        page += 1
+from .conftest import VERSIONS, all_pages, schema_errors, validator
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -33,7 +19,7 @@ def test_every_page_validates(make_caller: Any, version: str, endpoint: str) -> 
     for seed in (3, 4):  # created, restored, resized, renamed ... items validate too
         fleet.evolve(seed=seed, total=30)
     caller = make_caller(fleet)
-    pages = _pages(caller, endpoint, version, 100)
+    pages = all_pages(caller, endpoint, version, 100)
     assert pages[-1][("items" if endpoint == "cvms" else "dstack_apps")] == []
     for body in pages:
         assert schema_errors(endpoint, version, body) == []
