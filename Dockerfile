@@ -14,6 +14,7 @@ COPY pyproject.toml README.md ./
 COPY sync ./sync
 COPY models ./models
 COPY flows ./flows
+COPY simulator ./simulator
 COPY migrations ./migrations
 RUN pip install . && rm -rf /src
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from sync.pages import parse_cvm_page
+from sync.api.pages import parse_cvm_page
 from sync.versions import get_version
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "sync" / "golden"

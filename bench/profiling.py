@@ -27,9 +27,9 @@ from benchdb import fresh_database
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
+from simulator import SimulatorProcess
 from sync.run import run_sync
 from sync.settings import Settings
-from sync.simulator import SimulatorProcess
 from sync.store.engine import make_engine
 from sync.store.migrate import upgrade
 from sync.store.staging import Stager

@@ -38,8 +38,8 @@ from procs import (
 )
 from procs import json_document as parse_json
 
+from simulator import AdminClient, SimulatorProcess
 from sync.settings import Settings
-from sync.simulator import AdminClient, SimulatorProcess
 
 #: The simulator's throwaway key and admin token (the only key anything here ever sees).
 API_KEY = "bench-api-key"

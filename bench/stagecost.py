@@ -8,7 +8,7 @@ each page body as it arrives, times every stage ``REPEATS`` times (default 3) in
 
 - ``json_loads``: the stdlib ``json.loads`` (what the floor does);
 - ``orjson_loads``: ``orjson.loads``;
-- ``parse_page``: the product's ``sync.pages.parse_cvm_page`` / ``parse_app_page`` (decode,
+- ``parse_page``: the product's ``sync.api.pages.parse_cvm_page`` / ``parse_app_page`` (decode,
   envelope and item validation, normalization), policy ``strict``.
 
 Each result is dropped before the next, so that nothing accumulates (kept pages make the cyclic
@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import orjson
 
-from sync.pages import parse_app_page, parse_cvm_page
+from sync.api.pages import parse_app_page, parse_cvm_page
 from sync.versions import get_version
 
 ENDPOINTS = (

@@ -18,9 +18,9 @@ from typing import Any
 
 from sqlalchemy import text
 
+from simulator import SimulatorProcess
 from sync.run import run_sync
 from sync.settings import Settings
-from sync.simulator import SimulatorProcess
 from sync.store.engine import make_engine
 from sync.store.migrate import upgrade
 

@@ -16,15 +16,15 @@ from typing import Any
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from sqlalchemy import Engine
 
-from sync import queries
 from sync.present import (
     COUNT_FIELDS,
-    ENTITY_ORDER,
     change_line,
     change_tally,
     count_rows,
     sort_changes,
 )
+from sync.records import ENTITY_TYPES
+from sync.store import queries
 
 #: Change events listed in the markdown artifact (the tally above the list counts them all).
 MAX_LISTED_CHANGES = 100
@@ -107,7 +107,7 @@ def _tally_rows(counts: Mapping[tuple[str, str], int]) -> list[dict[str, Any]]:
     present = {entity for entity, _ in counts}
     return [
         {"entity": e, **{k: counts.get((e, k), 0) for k in kinds}}
-        for e in ENTITY_ORDER
+        for e in ENTITY_TYPES
         if e in present
     ]
 
@@ -122,7 +122,7 @@ async def publish_summary(engine: Engine, summary: Mapping[str, Any]) -> None:
     target = str(summary["target"])
     counts = await asyncio.to_thread(queries.change_counts, engine, run_id)
     changes = await asyncio.to_thread(
-        queries.first_changes, engine, run_id, ENTITY_ORDER, MAX_LISTED_CHANGES
+        queries.first_changes, engine, run_id, ENTITY_TYPES, MAX_LISTED_CHANGES
     )
     await acreate_table_artifact(
         counts_table(summary),

@@ -28,12 +28,12 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from flows.artifacts import publish_summary
+from sync.api.responses import safe_url
 from sync.errors import ConfigError, PhalaSyncError
-from sync.http_errors import safe_url
 from sync.progress import ThrottledLog, notify
 from sync.run import FetchResult, apply_run, fetch_and_stage, run_stages
 from sync.settings import Settings, ValidationPolicy, build_settings, require_api_key
-from sync.store.engine import make_engine, normalize_database_url, redact
+from sync.store.engine import make_engine, normalize_database_url, safe_database_url
 
 FLOW_NAME = "phala-sync"
 #: Seconds between progress log lines while pages stream in.
@@ -187,7 +187,7 @@ async def sync_flow(
         settings.target,
         safe_url(settings.base_url),
         settings.api_version,
-        redact(settings.database_url),
+        safe_database_url(settings.database_url),
     )
     engine = make_engine(settings.database_url)
     try:

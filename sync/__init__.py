@@ -1,12 +1,12 @@
 """phala-sync: keeps a SQL history of a Phala Cloud fleet.
 
 The pieces, from the edge inwards: :class:`~sync.settings.Settings` (configuration),
-:class:`~sync.client.PhalaClient` (paged, validated API listings), :func:`~sync.run.run_sync` (one
-atomic run into the store) and :mod:`sync.queries` (the read side). Nothing here imports Prefect;
-the flows in ``flows/`` wrap these functions.
+:class:`~sync.api.client.PhalaClient` (paged, validated API listings), :func:`~sync.run.run_sync`
+(one atomic run into the store) and :mod:`sync.store.queries` (the read side). Nothing here
+imports Prefect; the flows in ``flows/`` wrap these functions.
 """
 
-from sync.client import PhalaClient
+from sync.api.client import PhalaClient
 from sync.errors import PhalaSyncError
 from sync.records import UNKNOWN
 from sync.run import RunSummary, run_sync

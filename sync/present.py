@@ -1,6 +1,6 @@
 """How results are shown, by the CLI and the flow's artifacts alike: tables, JSON, run summaries.
 
-Pure functions over the plain dicts that :mod:`sync.queries` and :class:`sync.run.RunSummary`
+Pure functions over the plain dicts that :mod:`sync.store.queries` and :class:`sync.run.RunSummary`
 produce; nothing here touches the database, the network or Prefect.
 """
 
@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+
+from sync.records import ENTITY_TYPES
 
 __all__ = [
     "COUNT_FIELDS",
@@ -26,8 +28,6 @@ __all__ = [
 
 #: The per-entity-type counts of a run, in the order they are shown.
 COUNT_FIELDS = ("seen", "created", "updated", "deleted", "restored", "unchanged")
-#: Entity types in the order they are shown (listed ones first).
-ENTITY_ORDER = ("cvm", "app", "node", "workspace", "creator")
 _MAX_CELL = 40
 
 
@@ -83,7 +83,7 @@ def to_json(value: Any) -> str:
 def count_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per entity type with the run's counts (``RunSummary.to_dict()`` as input)."""
     counts: Mapping[str, Mapping[str, int]] = summary.get("counts") or {}
-    order = [t for t in ENTITY_ORDER if t in counts] + sorted(set(counts) - set(ENTITY_ORDER))
+    order = [t for t in ENTITY_TYPES if t in counts] + sorted(set(counts) - set(ENTITY_TYPES))
     return [
         {"entity": entity, **{f: int(counts[entity].get(f, 0)) for f in COUNT_FIELDS}}
         for entity in order
@@ -128,7 +128,7 @@ def change_tally(changes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         (str(c["entity_type"]), str(c["change_type"])) for c in changes
     )
     kinds = ("created", "updated", "deleted", "restored")
-    entities = [t for t in ENTITY_ORDER if any(e == t for e, _ in tally)]
+    entities = [t for t in ENTITY_TYPES if any(e == t for e, _ in tally)]
     return [{"entity": e, **{k: tally[(e, k)] for k in kinds}} for e in entities]
 
 
@@ -140,7 +140,7 @@ def _brief(value: Any) -> str:
 
 def sort_changes(changes: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Changes in display order: CVMs first, then apps, nodes, workspaces, creators."""
-    rank = {t: i for i, t in enumerate(ENTITY_ORDER)}
+    rank: dict[str, int] = {t: i for i, t in enumerate(ENTITY_TYPES)}
     return sorted(
         changes, key=lambda c: (rank.get(str(c["entity_type"]), len(rank)), str(c["entity_id"]))
     )

@@ -50,8 +50,13 @@ T = TypeVar("T")
 #: A value the version may not carry: ``Known[str | None]`` is a string, a null, or UNKNOWN.
 Known: TypeAlias = T | Unknown
 
-EntityType = Literal["cvm", "node", "workspace", "creator", "app"]
-ENTITY_TYPES: Final[tuple[EntityType, ...]] = ("cvm", "node", "workspace", "creator", "app")
+EntityType = Literal["cvm", "app", "node", "workspace", "creator"]
+#: The entity types the two list endpoints return (``GET /cvms/paginated``, ``GET /apps``).
+LISTED_TYPES: Final[tuple[EntityType, ...]] = ("cvm", "app")
+#: The entity types known only through the CVMs that refer to them (the API does not list them).
+REFERENCE_TYPES: Final[tuple[EntityType, ...]] = ("node", "workspace", "creator")
+#: Every entity type, in the order they are shown (listed ones first).
+ENTITY_TYPES: Final[tuple[EntityType, ...]] = (*LISTED_TYPES, *REFERENCE_TYPES)
 
 
 def normalize_vm_uuid(value: str) -> str:

@@ -20,11 +20,10 @@ from typing import Any, TypeVar
 import httpx
 from sqlalchemy import Engine, func, select
 
-from models import QuarantinedItem as QuarantinedRow
-from models import table_of
-from sync.client import PhalaClient
+from models import QuarantinedItem, table_of
+from sync.api.client import PhalaClient
+from sync.api.pages import Endpoint, Page
 from sync.errors import TooManyInvalidItemsError, UnstorableItemError
-from sync.pages import Endpoint, Page
 from sync.records import EntityType
 from sync.settings import Settings
 from sync.store.apply import EntityCounts, RefusedItem, apply_staged, quarantine_refused
@@ -426,7 +425,7 @@ def quarantined_count(engine: Engine, run_id: int) -> int:
     with engine.connect() as conn:
         return int(
             conn.execute(
-                select(func.count()).where(table_of(QuarantinedRow).c.run_id == run_id)
+                select(func.count()).where(table_of(QuarantinedItem).c.run_id == run_id)
             ).scalar_one()
         )
 

@@ -47,11 +47,11 @@ from sqlalchemy import (
 )
 
 from models import AppCvm, ChangeEvent, StagedRecord, table_of
+from sync.api.pages import Endpoint, Rejection
 from sync.changes import created_changes, diff, loads_fields, merge
-from sync.pages import Endpoint, QuarantinedItem
-from sync.records import EntityType
+from sync.records import REFERENCE_TYPES, EntityType
 from sync.store.bulk import analyze, bulk_insert
-from sync.store.specs import APP_MEMBERS, APPLY_ORDER, REFERENCE_TYPES, SPECS, EntitySpec
+from sync.store.specs import APP_MEMBERS, APPLY_ORDER, SPECS, EntitySpec
 from sync.store.staging import insert_quarantined
 
 #: Staged rows applied per batch (and per savepoint); bounds the apply's memory.
@@ -514,7 +514,7 @@ def quarantine_refused(conn: Connection, run_id: int, refused: Sequence[RefusedI
         run_id,
         1,
         [
-            QuarantinedItem(
+            Rejection(
                 SOURCE_ENDPOINT[item.entity_type],
                 None,
                 None,

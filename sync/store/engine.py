@@ -42,7 +42,7 @@ def normalize_database_url(url: str) -> URL:
     raise DatabaseUrlError(f"unsupported database {backend!r}: expected {SUPPORTED}")
 
 
-def redact(url: str | URL) -> str:
+def safe_database_url(url: str | URL) -> str:
     """The URL with any password hidden, for messages and logs."""
     try:
         parsed = url if isinstance(url, URL) else make_url(url)

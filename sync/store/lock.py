@@ -26,7 +26,7 @@ from sqlalchemy import Engine, select, text
 
 from models import SyncRun, table_of
 from sync.errors import RunLockedError
-from sync.store.engine import redact
+from sync.store.engine import safe_database_url
 
 #: Advisory lock class: the bytes "phsy" as a signed 32-bit integer. The second key is a hash of
 #: the current schema, so inventories in separate schemas of one database do not block each other.
@@ -66,7 +66,7 @@ def _holder(engine: Engine, target: str | None) -> str:
 def _locked(engine: Engine, timeout: float, target: str | None = None) -> RunLockedError:
     which = "the run lock" if target is None else f"the run lock of target {target!r}"
     return RunLockedError(
-        f"{_holder(engine, target)} holds {which} on {redact(engine.url)}; "
+        f"{_holder(engine, target)} holds {which} on {safe_database_url(engine.url)}; "
         f"waited {timeout:g} s. Wait for it to finish, or raise PHALA_SYNC_LOCK_TIMEOUT "
         "(--lock-timeout) to wait longer"
     )

@@ -9,6 +9,8 @@ from sqlalchemy import Column, Table
 
 import models
 from sync.records import (
+    LISTED_TYPES,
+    REFERENCE_TYPES,
     AppRecord,
     CreatorRecord,
     CvmRecord,
@@ -82,7 +84,4 @@ SPECS: dict[EntityType, EntitySpec] = {
 }
 
 #: Apply order: referenced tables before the tables whose foreign keys point at them.
-APPLY_ORDER: tuple[EntityType, ...] = ("node", "workspace", "creator", "cvm", "app")
-
-#: Entity types that exist for us while a live CVM refers to them (the API does not list them).
-REFERENCE_TYPES: tuple[EntityType, ...] = ("node", "workspace", "creator")
+APPLY_ORDER: tuple[EntityType, ...] = (*REFERENCE_TYPES, *LISTED_TYPES)

@@ -22,16 +22,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select
 
-from models import QuarantinedItem as QuarantinedRow
-from models import StagedRecord, table_of
+from models import QuarantinedItem, StagedRecord, table_of
+from sync.api.pages import Endpoint, Page, Rejection
 from sync.changes import dumps_fields, observed_hash, source_hash
-from sync.pages import Endpoint, Page, QuarantinedItem
-from sync.records import AppBundle, CvmBundle, EntityType, Record
+from sync.records import LISTED_TYPES, AppBundle, CvmBundle, EntityType, Record
 from sync.store.bulk import copy_rows
 from sync.store.specs import APP_MEMBERS, SPECS
 
 _STAGING = table_of(StagedRecord)
-_QUARANTINE = table_of(QuarantinedRow)
+_QUARANTINE = table_of(QuarantinedItem)
 _COLUMNS = (
     "run_id",
     "entity_type",
@@ -81,15 +80,13 @@ def staged_row(
     )
 
 
-def _unstorable(page: Page[Any], key: str, raw: bytes, exc: TypeError) -> QuarantinedItem:
+def _unstorable(page: Page[Any], key: str, raw: bytes, exc: TypeError) -> Rejection:
     """A valid item with a value that neither database can hold, set aside before staging.
 
     The canonical encoder refuses exactly those: integers beyond 64 bits (no integer column
     holds them) and text with lone surrogates (not encodable as UTF-8).
     """
-    return QuarantinedItem(
-        page.endpoint, page.number, None, key, raw, f"a value cannot be stored: {exc}"
-    )
+    return Rejection(page.endpoint, page.number, None, key, raw, f"a value cannot be stored: {exc}")
 
 
 def _digest(stored_hash: str) -> bytes:
@@ -147,7 +144,7 @@ class Stager:
     unstorable: dict[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------ what is stored
-    def load_known(self, entity_types: Iterable[EntityType] = ("cvm", "app")) -> None:
+    def load_known(self, entity_types: Iterable[EntityType] = LISTED_TYPES) -> None:
         """Read the stored ``(key, observed_hash)`` of the target's live CVMs and apps.
 
         Kept compact (hashes as 16-byte digests) and shrinking: an entry leaves the map when its
@@ -215,7 +212,7 @@ class Stager:
         known = self.known("cvm")
         pass_no, version = listing.pass_no, page.version
         rows: list[StagedRow] = []
-        unstorable: list[QuarantinedItem] = []
+        unstorable: list[Rejection] = []
         refs = self._refs
         for b in page.items:
             try:
@@ -242,7 +239,7 @@ class Stager:
         known = self.known("app")
         pass_no, version = listing.pass_no, page.version
         rows: list[StagedRow] = []
-        unstorable: list[QuarantinedItem] = []
+        unstorable: list[Rejection] = []
         for b in page.items:
             members = b.member_vm_uuids
             extra = {APP_MEMBERS: list(members)} if isinstance(members, tuple) else None
@@ -261,7 +258,7 @@ class Stager:
         listing: ListingPass,
         page: Page[Any],
         rows: Sequence[StagedRow],
-        unstorable: list[QuarantinedItem],
+        unstorable: list[Rejection],
         start: float,
     ) -> None:
         """Note what the page showed, write its rows and quarantined items, count its time."""
@@ -272,9 +269,7 @@ class Stager:
         self._write(rows, held, listing.pass_no)
         self.seconds += time.perf_counter() - start
 
-    def _note(
-        self, listing: ListingPass, page: Page[Any], unstorable: list[QuarantinedItem]
-    ) -> None:
+    def _note(self, listing: ListingPass, page: Page[Any], unstorable: list[Rejection]) -> None:
         """Count what a page showed; its skipped entities leave the map of those not listed yet."""
         known = self._known.get(LISTED[page.endpoint])
         if known:
@@ -289,7 +284,7 @@ class Stager:
                 listing.held.add(q.entity_id)
 
     def _write(
-        self, rows: Sequence[StagedRow], quarantined: Sequence[QuarantinedItem], pass_no: int
+        self, rows: Sequence[StagedRow], quarantined: Sequence[Rejection], pass_no: int
     ) -> None:
         if not rows and not quarantined:
             return
@@ -315,7 +310,7 @@ class Stager:
 
 
 def insert_quarantined(
-    conn: Connection, run_id: int, pass_no: int, items: Sequence[QuarantinedItem]
+    conn: Connection, run_id: int, pass_no: int, items: Sequence[Rejection]
 ) -> None:
     """Record quarantined items of a run in ``quarantined_items`` (on the caller's transaction)."""
     if items:

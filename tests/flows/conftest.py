@@ -12,7 +12,7 @@ from uuid import UUID
 
 import pytest
 
-from sync.simulator import SimulatorServer
+from simulator import SimulatorServer
 
 API_KEY = "phak_flowtest_0123456789abcdef"
 ADMIN_TOKEN = "admin-flowtest"

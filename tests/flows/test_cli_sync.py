@@ -23,13 +23,13 @@ from prefect.client.schemas.responses import DeploymentResponse
 from prefect.exceptions import ObjectNotFound
 from sqlalchemy import Engine
 
-from sync import queries
+from simulator import SimulatorServer
 from sync.cli import cli
-from sync.simulator import SimulatorServer
+from sync.store import queries
 from sync.store.engine import make_engine
 from sync.store.migrate import upgrade
 from tests.flows.conftest import API_KEY, FLEET
-from tests.sync.test_cli import assert_one_line_error, from_the_future
+from tests.sync.cli.test_commands import assert_one_line_error, from_the_future
 
 pytestmark = pytest.mark.prefect
 

@@ -14,14 +14,14 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, inspect
 
-from sync import queries
+from simulator import SimulatorServer
 from sync.cli import cli
-from sync.simulator import SimulatorServer
+from sync.store import queries
 from sync.store.engine import make_engine
 from sync.store.migrate import current_revision, head_revision
 from tests.conftest import NEXT_REVISION
 from tests.flows.conftest import FLEET
-from tests.sync.test_cli import assert_one_line_error
+from tests.sync.cli.test_commands import assert_one_line_error
 
 pytestmark = pytest.mark.prefect
 

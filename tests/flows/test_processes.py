@@ -21,8 +21,8 @@ import httpx
 import orjson
 import pytest
 
-from sync import queries
-from sync.simulator import SimulatorServer
+from simulator import SimulatorServer
+from sync.store import queries
 from sync.store.engine import make_engine
 from tests.flows.conftest import API_KEY
 

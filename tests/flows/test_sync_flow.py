@@ -28,9 +28,9 @@ from sqlalchemy import Engine, func, select
 
 from flows.sync_flow import sync_flow
 from models import StagedRecord, table_of
-from sync import queries
+from simulator import SimulatorServer
 from sync.errors import AuthError, ConfigError, RetriableApiError
-from sync.simulator import SimulatorServer
+from sync.store import queries
 from tests.flows.conftest import API_KEY, FLEET
 
 pytestmark = pytest.mark.prefect

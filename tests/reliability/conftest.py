@@ -1,7 +1,7 @@
 """The reliability suite's harness: a simulated fleet, runs against it, and the oracle beside it.
 
 Every scenario runs on SQLite and on PostgreSQL (the ``engine`` fixture). The simulator is served
-in process (:class:`~sync.simulator.SimulatorTransport`) unless a scenario needs real sockets
+in process (:class:`~simulator.SimulatorTransport`) unless a scenario needs real sockets
 (timeouts, another process). Retries are fast (10-50 ms backoff) so that faults cost little time.
 """
 
@@ -17,9 +17,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 
-from sync.run import RunSummary, run_sync
-from sync.settings import Settings
-from sync.simulator import (
+from simulator import (
     Faults,
     Fleet,
     SimulatorServer,
@@ -27,6 +25,8 @@ from sync.simulator import (
     create_app,
     simulator_of,
 )
+from sync.run import RunSummary, run_sync
+from sync.settings import Settings
 from tests.reliability.oracle import (
     INVENTORY_TABLES,
     Event,

@@ -29,7 +29,7 @@ import orjson
 from sqlalchemy import Engine, Table, select
 
 from models import Base
-from sync.simulator import Fleet
+from simulator import Fleet
 
 LEGACY = "2025-10-28"
 CURRENT_VERSIONS = ("2026-01-21", "2026-05-22", "2026-06-23")

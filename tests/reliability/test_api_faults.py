@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import pytest
 
+from simulator import SimulatorServer
 from sync.errors import (
     ApiTransportError,
     InvalidEnvelopeError,
@@ -27,7 +28,6 @@ from sync.errors import (
     RetriableApiError,
 )
 from sync.run import run_sync
-from sync.simulator import SimulatorServer
 from tests.reliability.conftest import EVOLVE, Before, Harness
 from tests.reliability.oracle import assert_fleet_stored
 

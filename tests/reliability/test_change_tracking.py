@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from models import Base
-from sync.simulator.evolve import KINDS
+from simulator.evolve import KINDS
 from tests.reliability.conftest import Harness, new_harness
 from tests.reliability.oracle import (
     ALL_VERSIONS,

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 import sync.run as run_module
-from sync.simulator import SimulatorServer
+from simulator import SimulatorServer
 from sync.store.staging import Stager
 from tests.reliability.conftest import API_KEY, EVOLVE, Before, Harness
 from tests.reliability.oracle import (

@@ -17,9 +17,9 @@ import orjson
 import pytest
 from sqlalchemy import select
 
+from simulator.faults import NEW_ENUM_VALUE, UNKNOWN_FIELD, Decision
 from sync.errors import InvalidItemError, TooManyInvalidItemsError
 from sync.records import normalize_vm_uuid
-from sync.simulator.faults import NEW_ENUM_VALUE, UNKNOWN_FIELD, Decision
 from tests.reliability.conftest import API_KEY, EVOLVE, Before, Harness
 from tests.reliability.oracle import LEGACY, assert_fleet_stored, recorded_events, runs, table
 

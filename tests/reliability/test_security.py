@@ -23,9 +23,9 @@ from click.testing import CliRunner
 from pydantic import SecretStr
 from sqlalchemy import Engine, MetaData, event, inspect, select
 
+from simulator import AdminClient, SimulatorServer, SimulatorTransport, simulator_of
 from sync.errors import AuthError, InvalidEnvelopeError, RetriableApiError
 from sync.run import run_sync
-from sync.simulator import AdminClient, SimulatorServer, SimulatorTransport, simulator_of
 from tests.reliability.conftest import ADMIN_TOKEN, EVOLVE, Harness, new_harness
 from tests.reliability.oracle import table
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
-from sync.pages import Page, QuarantinedItem
+from sync.api.pages import Page, Rejection
 from sync.records import (
     UNKNOWN,
     AppBundle,
@@ -122,7 +122,7 @@ def app(app_id: str, members: tuple[str, ...] | None) -> AppBundle:
 
 
 def cvm_page(items: list[CvmBundle], *, number: int = 1, total: int | None = None,
-             quarantined: list[QuarantinedItem] | None = None) -> Page[CvmBundle]:  # fmt: skip
+             quarantined: list[Rejection] | None = None) -> Page[CvmBundle]:  # fmt: skip
     n = len(items) + len(quarantined or [])
     return Page(
         endpoint="cvms", version="2026-01-21", number=number, page_size=100,
@@ -149,7 +149,7 @@ def run_with(
     apps: list[AppBundle] | None = None,
     target: str = "default",
     complete: bool = True,
-    quarantined: list[QuarantinedItem] | None = None,
+    quarantined: list[Rejection] | None = None,
     lock_timeout: float = 0.0,
 ) -> RunSummary:
     """One run whose fetch stage is replaced by staging the given bundles directly."""

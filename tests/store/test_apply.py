@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from models import ChangeEvent, Cvm, CvmHistory, StagedRecord, SyncRun, table_of
-from sync.pages import QuarantinedItem
+from sync.api.pages import Rejection
 from sync.store import apply as apply_module
 from tests.store.builders import app, bundle, cvm, run_with
 
@@ -164,7 +164,7 @@ def test_deletions_stay_within_the_target(engine: Engine) -> None:
 
 def test_quarantined_item_with_an_id_is_not_deleted(engine: Engine) -> None:
     run_with(engine, [bundle(cvm(i)) for i in range(3)])
-    held = QuarantinedItem(
+    held = Rejection(
         endpoint="cvms", page=1, index=2, entity_id=f"{2:032x}", raw=b"{}", error="bad"
     )
     summary = run_with(engine, [bundle(cvm(i)) for i in range(2)], quarantined=[held])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from sync import queries
+from sync.store import queries
 from tests.store.builders import bundle, cvm, run_with
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from sync.pages import parse_app_page, parse_cvm_page
+from sync.api.pages import parse_app_page, parse_cvm_page
 from sync.records import (
     UNKNOWN,
     AppBundle,

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import Engine, select
 
 from models import ChangeEvent, Cvm, SyncRun, Workspace, table_of
+from simulator import Fleet, SimulatorTransport, create_app
 from sync.errors import RetriableApiError
 from sync.run import RunSummary, run_sync
 from sync.settings import Settings
-from sync.simulator import Fleet, SimulatorTransport, create_app
 from tests.store.builders import LEGACY_UNKNOWN
 
 KEY = "phak_run_test_key"

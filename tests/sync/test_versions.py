@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import Engine, select
 
 from models import Cvm, SyncRun, table_of
+from simulator import Fleet, SimulatorTransport, create_app
 from sync import versions
 from sync.errors import ConfigError, UnknownVersionError
 from sync.run import run_sync
 from sync.settings import Settings
-from sync.simulator import Fleet, SimulatorTransport, create_app
 from sync.versions import DEFAULT_VERSION, KNOWN_VERSIONS, ApiVersion, get_version
 from sync.versions import v2025_10_28 as legacy
 from sync.versions import v2026_01_21 as current

@@ -1,0 +1,38 @@
+"""The ``phala-sync`` command line: sync, serve, deploy, migrate, ask the database, run the demo.
+
+Settings come from flags, then the environment (``PHALA_CLOUD_API_KEY``, ``PHALA_CLOUD_API_PREFIX``,
+``PHALA_SYNC_*``), then a ``.env`` file. The API key is never a flag: a flag's value shows in
+``ps`` and in shell history.
+
+One module per command or family (:mod:`~sync.cli.sync`, :mod:`~sync.cli.deploy`,
+:mod:`~sync.cli.db`, :mod:`~sync.cli.queries`, :mod:`~sync.cli.demo`), gathered here into the
+group of :mod:`~sync.cli.group`. This package is the only part of :mod:`sync` that reaches
+:mod:`flows`, and only inside the commands that run a flow (``sync``, ``serve``, ``deploy``,
+``demo``), so the others start without importing Prefect. ``simulate`` is loaded when invoked.
+"""
+
+from __future__ import annotations
+
+from sync.cli import db, demo, deploy, queries, sync
+from sync.cli.group import cli, error_line
+
+for _command in (
+    sync.sync_command,
+    deploy.serve,
+    deploy.deploy,
+    db.db,
+    queries.runs,
+    queries.inventory,
+    queries.history,
+    queries.changes,
+    demo.demo,
+):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    """Console script entry point."""
+    cli(prog_name="phala-sync")
+
+
+__all__ = ["cli", "error_line", "main"]

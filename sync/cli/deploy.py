@@ -1,0 +1,184 @@
+"""``phala-sync serve`` and ``phala-sync deploy``: scheduled deployments, one per target.
+
+Prefect and :mod:`flows` are imported only when one of these commands runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from sync.cli.group import CliError, first_line
+from sync.cli.options import F, migrate_option, open_database
+from sync.cli.sync import pass_migrate_on
+from sync.settings import Settings, build_settings, require_api_key
+from sync.store.engine import safe_database_url
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+
+
+def deployment_options(f: F) -> F:
+    """The options ``serve`` and ``deploy`` share: targets, schedule, and run parameters."""
+    options = [
+        click.option(
+            "--target",
+            "targets",
+            multiple=True,
+            metavar="NAME[:BLOCK]",
+            help="A target, repeatable. NAME uses PHALA_CLOUD_API_KEY; NAME:BLOCK reads the key "
+            "from the Prefect Secret block BLOCK. [default: PHALA_SYNC_TARGET or 'default']",
+        ),
+        click.option("--cron", help="Cron schedule, e.g. '*/30 * * * *'."),
+        click.option(
+            "--interval",
+            type=click.FloatRange(min=1),
+            help="Seconds between runs [default: 3600].",
+        ),
+        click.option("--api-version", metavar="DATE", help="Pinned X-Phala-Version."),
+        click.option("--page-size", type=int, help="Items per page, 1-100."),
+        click.option("--validation-policy", type=click.Choice(["strict", "quarantine"])),
+        click.option(
+            "--lock-timeout",
+            type=float,
+            default=600.0,
+            show_default=True,
+            help="Seconds a run waits for another target's run to release the database.",
+        ),
+        click.option(
+            "--retries",
+            type=click.IntRange(0, 10),
+            default=1,
+            show_default=True,
+            help="Restart a run's fetch this many times after a retriable failure.",
+        ),
+        migrate_option,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@dataclass(frozen=True)
+class DeploymentOptions:
+    """What ``serve`` and ``deploy`` were given (see :func:`deployment_options`)."""
+
+    targets: tuple[str, ...]
+    cron: str | None
+    interval: float | None
+    api_version: str | None
+    page_size: int | None
+    validation_policy: str | None
+    lock_timeout: float
+    retries: int
+    migrate: bool | None
+
+
+def _deployments(
+    options: DeploymentOptions, settings: Settings, **extra: Any
+) -> list[RunnerDeployment]:
+    """The deployments for ``options``; one-line errors for bad targets and schedules."""
+    from flows.deploy import Target, build_deployments
+
+    parsed = [Target.parse(t) for t in options.targets] or [Target(settings.target)]
+    try:
+        return build_deployments(
+            parsed,
+            cron=options.cron,
+            interval=options.interval,
+            api_version=options.api_version,
+            page_size=options.page_size,
+            validation_policy=settings.validation_policy if options.validation_policy else None,
+            lock_timeout=options.lock_timeout,
+            fetch_retries=options.retries,
+            **extra,
+        )
+    except ValueError as exc:  # Prefect's schedule validation (a bad cron expression)
+        raise CliError(f"invalid schedule: {first_line(str(exc))}") from None
+
+
+def _deployment_settings(options: DeploymentOptions) -> Settings:
+    if options.cron is not None and options.interval is not None:
+        raise click.UsageError("give --cron or --interval, not both")
+    return build_settings(
+        {
+            "api_version": options.api_version,
+            "page_size": options.page_size,
+            "validation_policy": options.validation_policy,
+            "migrate": options.migrate,
+        }
+    )
+
+
+@click.command()
+@deployment_options
+def serve(**given: Any) -> None:
+    """Serve one scheduled deployment per target until interrupted.
+
+    Each deployment runs at most one flow run at a time (a run due while the previous one is
+    still going is cancelled). The database is PHALA_SYNC_DATABASE_URL; an empty one gets the
+    schema at the first run, one at an older revision needs `phala-sync db upgrade` or
+    --migrate. Point PREFECT_API_URL at a Prefect server to see the runs there; without one, a
+    temporary local server runs for as long as this command.
+    """
+    options = DeploymentOptions(**given)
+    settings = _deployment_settings(options)
+    with open_database(settings, schema="runnable"):
+        pass  # fail at start, not at the first scheduled run
+    from sync.cli.prefect import ensure_prefect_api, prefect_env_defaults
+
+    prefect_env_defaults()
+    # Imported here: Prefect is slow to import and only the flow-running commands need it.
+    from flows.deploy import serve_deployments
+
+    deployments = _deployments(options, settings)
+    if any("api_key_secret" not in d.parameters for d in deployments):
+        require_api_key(settings)  # a target reads PHALA_CLOUD_API_KEY, here
+    pass_migrate_on(settings)
+    ensure_prefect_api(announce=True)
+    names = ", ".join(d.name for d in deployments)
+    click.echo(f"serving {names} (database {safe_database_url(settings.database_url)})", err=True)
+    serve_deployments(deployments)
+
+
+@click.command()
+@click.option(
+    "--work-pool",
+    required=True,
+    metavar="POOL",
+    help="An existing Prefect work pool, e.g. made with `prefect work-pool create POOL "
+    "--type process`.",
+)
+@deployment_options
+def deploy(work_pool: str, **given: Any) -> None:
+    """Register one scheduled deployment per target with a Prefect work pool, and exit.
+
+    A stock `prefect worker start --pool POOL` on any machine where phala-sync is installed runs
+    them: the deployments name the flow by module (flows.sync_flow), nothing is pushed or pulled.
+    Give the workers PHALA_SYNC_DATABASE_URL and, for NAME targets, PHALA_CLOUD_API_KEY; neither
+    becomes a parameter. Needs PREFECT_API_URL (the server the workers poll). Each deployment
+    runs one flow run at a time, like `serve`; --migrate lets the runs upgrade an older schema.
+    """
+    options = DeploymentOptions(**given)
+    settings = _deployment_settings(options)
+    from sync.cli.prefect import prefect_env_defaults
+
+    prefect_env_defaults()
+    from prefect.types.entrypoint import EntrypointType
+
+    from flows.deploy import register_deployments
+
+    deployments = _deployments(
+        options,
+        settings,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        env={"PHALA_SYNC_MIGRATE": "true"} if settings.migrate else None,
+    )
+    for name in register_deployments(deployments, work_pool):
+        click.echo(f"deployed {name} to work pool {work_pool!r}")
+    click.echo(
+        f"start a worker where phala-sync is installed: prefect worker start --pool {work_pool}",
+        err=True,
+    )
