@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from flows.artifacts import publish_summary
-from sync.api.responses import safe_url
+from sync.api.redaction import safe_url
 from sync.errors import ConfigError, PhalaSyncError
 from sync.progress import ThrottledLog, notify
 from sync.run import FetchResult, apply_run, fetch_and_stage, run_stages

@@ -5,18 +5,21 @@
     async with PhalaClient.from_settings(settings) as client:
         async for page in client.cvm_pages():      # pages arrive in any order
             ...
-        listing = client.last_listing("cvms")       # what the listing saw: judge completeness
 
 A listing fetches page 1, learns the page count from it, then fetches pages 2..N with at most
-``concurrency`` requests in flight. Requests in flight plus fetched pages not yet handed to the
-caller never exceed ``concurrency``, so memory does not grow with the fleet. If a request fails for
-good the iterator raises that error after cancelling (and awaiting) the other requests; leaving the
-``async for`` early, or closing the client, does the same cleanup.
+``concurrency`` requests in flight: exactly the pages page 1 announced, even when a later page
+announces another count or ``total`` (logged as a warning: the fleet changed during the listing).
+The caller judges whether a listing is complete from the pages' numbers, ``total`` and ``pages``.
+Requests in flight plus fetched pages not yet handed to the caller never exceed ``concurrency``,
+so memory does not grow with the fleet. If a request fails for good the iterator raises that
+error after cancelling (and awaiting) the other requests; leaving the ``async for`` early, or
+closing the client, does the same cleanup.
 
 Every request carries ``X-API-Key``, the pinned ``X-Phala-Version``, ``Accept: application/json``
 and ``User-Agent: phala-sync/<release>``. The key is sent by an :class:`httpx.Auth` (so it is not
 part of the client's default headers), never logged, and redacted from every error message and,
-while a client is open, from the records of httpx's and httpcore's own loggers.
+while a client is open, from the records of httpx's and httpcore's own loggers
+(see :mod:`sync.api.redaction`).
 
 Retries follow :class:`~sync.api.retry.RetryPolicy`. A 2xx answer whose body is not JSON or whose
 page envelope is invalid (usually a body cut short) is retried up to ``RetryPolicy.body_retries``
@@ -34,7 +37,7 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
@@ -44,7 +47,8 @@ import httpx
 from pydantic import SecretStr
 
 from sync.api.pages import ENDPOINT_PATHS, Endpoint, Known, Page, parse_app_page, parse_cvm_page
-from sync.api.responses import error_from_response, redact, safe_url
+from sync.api.redaction import ApiKeyAuth, redact_logs, redact_secrets, safe_url
+from sync.api.responses import error_from_response
 from sync.api.retry import RetryPolicy, parse_retry_after
 from sync.errors import (
     ApiTransportError,
@@ -60,17 +64,6 @@ from sync.versions import ApiVersion, get_version
 logger = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 100
-#: Loggers of httpx and httpcore that get a redacting filter while a client is open. httpx logs
-#: URLs and httpcore (at DEBUG) response headers, never request headers; the filter is a backstop
-#: against a server that echoes the key back.
-_HTTP_LOGGERS = (
-    "httpx",
-    "httpcore.connection",
-    "httpcore.http11",
-    "httpcore.http2",
-    "httpcore.proxy",
-    "httpcore.socks",
-)
 #: Failures without an HTTP answer that a new attempt may not meet again. Any other
 #: ``httpx.TransportError`` (``UnsupportedProtocol``, ``LocalProtocolError``) is our side's fault.
 _TRANSIENT_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
@@ -97,63 +90,18 @@ class _PageParser(Protocol[_ItemT]):
 
 
 @dataclass(frozen=True, slots=True)
-class ListingStats:
-    """What one listing of one endpoint saw, for judging whether it is complete.
+class _Retriable:
+    """A failed attempt that a new one may not meet again: what failed, and how to retry."""
 
-    ``planned_pages`` is the page count page 1 announced (at least 1: page 1 is always fetched) and
-    the pages fetched are exactly pages 1..``planned_pages``, even when later pages announce another
-    count. ``fleet_changed`` says some page announced another ``total`` or page count than page 1:
-    items created or deleted during the listing may have shifted across pages.
-    """
-
-    endpoint: Endpoint
-    version: str
-    page_size: int
-    planned_pages: int
-    first_total: int
-    min_total: int
-    max_total: int
-    pages_fetched: int = 0
-    items: int = 0
-    quarantined: int = 0
-    fleet_changed: bool = False
-    finished: bool = False
-
-    @property
-    def complete(self) -> bool:
-        """Every planned page came back, all agreed with page 1, and the item count adds up."""
-        return (
-            self.finished
-            and not self.fleet_changed
-            and self.items + self.quarantined == self.first_total
-        )
-
-
-class _RedactingFilter(logging.Filter):
-    """Rewrites a log record whose message contains a secret."""
-
-    def __init__(self, secrets: tuple[str, ...]) -> None:
-        super().__init__()
-        self._secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if any(secret in message for secret in self._secrets):
-            record.msg = redact(message, self._secrets)
-            record.args = None
-        return True
-
-
-class _ApiKeyAuth(httpx.Auth):
-    def __init__(self, key: str) -> None:
-        self._key = key
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["X-API-Key"] = self._key
-        yield request
-
-    def __repr__(self) -> str:
-        return "_ApiKeyAuth(key=[redacted])"
+    error: PhalaSyncError
+    #: For the log: "HTTP 503", "ReadError: ...", "invalid body ...".
+    reason: str
+    #: The wait the server asked for (``Retry-After``), if any.
+    retry_after: float | None = None
+    #: The exception the error is raised from when the client gives up.
+    cause: BaseException | None = None
+    #: A 2xx body that is not JSON or has an invalid envelope (retried ``body_retries`` times).
+    invalid_body: bool = False
 
 
 @functools.cache
@@ -247,7 +195,7 @@ class PhalaClient:
         self._jitter = jitter
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            auth=_ApiKeyAuth(key),
+            auth=ApiKeyAuth(key),
             headers={
                 "X-Phala-Version": version,
                 "Accept": "application/json",
@@ -258,11 +206,8 @@ class PhalaClient:
             follow_redirects=False,
             transport=transport,
         )
-        self._listings: dict[Endpoint, ListingStats | None] = {}
         self._open_listings: weakref.WeakSet[AsyncGenerator[object, None]] = weakref.WeakSet()
-        self._log_filter = _RedactingFilter(self._secrets)
-        for name in (*_HTTP_LOGGERS, __name__):
-            logging.getLogger(name).addFilter(self._log_filter)
+        self._stop_redacting_logs = redact_logs(self._secrets, __name__)
 
     @classmethod
     def from_settings(
@@ -307,12 +252,7 @@ class PhalaClient:
                 await listing.aclose()
             await self._http.aclose()
         finally:
-            for name in (*_HTTP_LOGGERS, __name__):
-                logging.getLogger(name).removeFilter(self._log_filter)
-
-    def last_listing(self, endpoint: Endpoint) -> ListingStats | None:
-        """What the latest listing of ``endpoint`` saw; ``None`` before its page 1 arrived."""
-        return self._listings.get(endpoint)
+            self._stop_redacting_logs()
 
     def cvm_pages(self, known: Known | None = None) -> AsyncGenerator[Page[CvmBundle], None]:
         """All pages of ``GET /cvms/paginated``, validated, in the order they arrive.
@@ -332,18 +272,13 @@ class PhalaClient:
     async def _listing(
         self, endpoint: Endpoint, parse: _PageParser[_ItemT]
     ) -> AsyncGenerator[Page[_ItemT], None]:
-        self._listings[endpoint] = None
+        """Pages 1..N of ``endpoint`` as they arrive, N the page count page 1 announced."""
         first = await self._fetch_page(endpoint, 1, parse)
-        stats = ListingStats(
-            endpoint=endpoint,
-            version=self.version,
-            page_size=self.page_size,
-            planned_pages=max(1, first.pages),
-            first_total=first.total,
-            min_total=first.total,
-            max_total=first.total,
-        )
-        self._listings[endpoint] = stats = self._count(stats, first, first)
+        planned_pages = max(1, first.pages)
+        # for the debug line at the end
+        pages_fetched, items, quarantined = 1, len(first.items), len(first.quarantined)
+        min_total = max_total = first.total
+        fleet_changed = False
         yield first
 
         pending: dict[asyncio.Task[Page[_ItemT]], int] = {}
@@ -351,7 +286,7 @@ class PhalaClient:
 
         def fill() -> None:
             nonlocal next_no
-            while next_no <= stats.planned_pages and len(pending) < self.concurrency:
+            while next_no <= planned_pages and len(pending) < self.concurrency:
                 task = asyncio.create_task(
                     self._fetch_page(endpoint, next_no, parse),
                     name=f"phala-sync GET {endpoint} page {next_no}",
@@ -369,7 +304,14 @@ class PhalaClient:
                 for task in sorted(done, key=pending.__getitem__):
                     del pending[task]
                     page = task.result()
-                    self._listings[endpoint] = stats = self._count(stats, first, page)
+                    pages_fetched += 1
+                    items += len(page.items)
+                    quarantined += len(page.quarantined)
+                    min_total = min(min_total, page.total)
+                    max_total = max(max_total, page.total)
+                    if not fleet_changed and (page.total, page.pages) != (first.total, first.pages):
+                        fleet_changed = True
+                        self._warn_fleet_changed(first, page, planned_pages)
                     yield page
                     fill()
         finally:
@@ -377,42 +319,37 @@ class PhalaClient:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-        self._listings[endpoint] = replace(stats, finished=True)
         logger.debug(
             "%s listing finished: %d pages, %d items, %d quarantined, total %d..%d%s",
             endpoint,
-            stats.pages_fetched,
-            stats.items,
-            stats.quarantined,
-            stats.min_total,
-            stats.max_total,
-            " (the fleet changed during the listing)" if stats.fleet_changed else "",
+            pages_fetched,
+            items,
+            quarantined,
+            min_total,
+            max_total,
+            " (the fleet changed during the listing)" if fleet_changed else "",
         )
 
     @staticmethod
-    def _count(stats: ListingStats, first: Page[_ItemT], page: Page[_ItemT]) -> ListingStats:
-        changed = page.total != first.total or page.pages != first.pages
-        if changed and not stats.fleet_changed:
-            logger.warning(
-                "%s page %d announces %d items in %d pages, page 1 announced %d in %d: the fleet "
-                "changed during the listing; fetching the %d planned pages",
-                page.endpoint,
-                page.number,
-                page.total,
-                page.pages,
-                first.total,
-                first.pages,
-                stats.planned_pages,
-            )
-        return replace(
-            stats,
-            min_total=min(stats.min_total, page.total),
-            max_total=max(stats.max_total, page.total),
-            pages_fetched=stats.pages_fetched + 1,
-            items=stats.items + len(page.items),
-            quarantined=stats.quarantined + len(page.quarantined),
-            fleet_changed=stats.fleet_changed or changed,
+    def _warn_fleet_changed(first: Page[_ItemT], page: Page[_ItemT], planned_pages: int) -> None:
+        logger.warning(
+            "%s page %d announces %d items in %d pages, page 1 announced %d in %d: the fleet "
+            "changed during the listing; fetching the %d planned pages",
+            page.endpoint,
+            page.number,
+            page.total,
+            page.pages,
+            first.total,
+            first.pages,
+            planned_pages,
         )
+
+    # Fetching one page, in layers (as httpx sends a request):
+    # - _fetch_page: the retry loop, counting attempts and invalid bodies;
+    # - _attempt: one request, whose outcome is a page, a _Retriable failure, or a raised error;
+    # - _error_answer (a non-2xx answer) and _parse_body (a 2xx body, the key redacted from what
+    #   parsing reports): one outcome each;
+    # - _wait_or_give_up: the retry decision after a _Retriable failure, and its log line.
 
     async def _fetch_page(
         self, endpoint: Endpoint, page_no: int, parse: _PageParser[_ItemT]
@@ -421,98 +358,122 @@ class PhalaClient:
         path = ENDPOINT_PATHS[endpoint]
         params = {"page": page_no, "page_size": self.page_size}
         url = safe_url(self._http.build_request("GET", path, params=params).url)
-        policy = self.retry
         start = self._clock()
         attempts = 0
         body_failures = 0
         while True:
             attempts += 1
-            attempt_start = self._clock()
-            retry_after: float | None = None
-            cause: BaseException | None = None
-            error: PhalaSyncError
-            try:
-                response = await self._http.get(path, params=params)
-            except _TRANSIENT_TRANSPORT_ERRORS as exc:
-                reason = self._describe_exception(exc)
-                error = ApiTransportError(reason, url=url, version=self.version)
-                cause = exc
-            except httpx.TransportError as exc:
-                reason = self._describe_exception(exc)
-                raise ApiTransportError(reason, url=url, version=self.version) from exc
-            else:
-                if response.is_success:
-                    parse_start = time.perf_counter()
-                    try:
-                        page = parse(
-                            self._api_version,
-                            page_no,
-                            response.content,
-                            policy=self.validation_policy,
-                            url=url,
-                        )
-                    except InvalidEnvelopeError as exc:
-                        # The message quotes the body, which a server may have echoed the key in.
-                        clean = InvalidEnvelopeError(redact(str(exc), self._secrets))
-                        body_failures += 1
-                        if body_failures > policy.body_retries:
-                            raise clean from None
-                        error, reason = clean, "invalid body (not JSON or bad envelope)"
-                    except InvalidItemError as exc:
-                        raise InvalidItemError(redact(str(exc), self._secrets)) from None
-                    else:
-                        self.parse_seconds += time.perf_counter() - parse_start
-                        if page.quarantined:
-                            page.quarantined[:] = [
-                                replace(q, error=redact(q.error, self._secrets))
-                                for q in page.quarantined
-                            ]
-                        logger.debug(
-                            "GET %s: %d items, %d quarantined, %d of %d pages, %.3fs",
-                            url,
-                            len(page.items),
-                            len(page.quarantined),
-                            page.number,
-                            page.pages,
-                            self._clock() - attempt_start,
-                        )
-                        return page
-                else:
-                    error = error_from_response(
-                        response,
-                        url=url,
-                        version=self.version,
-                        now=self._now(),
-                        secrets=self._secrets,
-                    )
-                    if response.status_code not in policy.retry_statuses:
-                        raise error
-                    reason = f"HTTP {response.status_code}"
-                    retry_after = parse_retry_after(
-                        response.headers.get("Retry-After"), now=self._now()
-                    )
-            elapsed = self._clock() - start
-            delay = policy.next_delay(
-                attempts, elapsed=elapsed, retry_after=retry_after, jitter=self._jitter()
-            )
-            if delay is None:
-                note = f"gave up after {attempts} attempt(s) in {elapsed:.1f}s"
-                if retry_after is not None and attempts < policy.max_attempts:
-                    note += f" (the server asked to wait {retry_after:.1f}s, beyond the budget)"
-                logger.warning("GET %s: %s; %s", url, reason, note)
-                error.add_note(note)
-                raise error from cause
-            logger.warning(
-                "GET %s: %s (attempt %d of %d); retrying in %.2fs",
-                url,
-                reason,
-                attempts,
-                policy.max_attempts,
-                delay,
-            )
-            await self._sleep(delay)
+            outcome = await self._attempt(path, params, url, page_no, parse)
+            if not isinstance(outcome, _Retriable):
+                return outcome
+            if outcome.invalid_body:
+                body_failures += 1
+                if body_failures > self.retry.body_retries:
+                    raise outcome.error from None
+            await self._wait_or_give_up(url, outcome, attempts, start)
+
+    async def _attempt(
+        self,
+        path: str,
+        params: dict[str, int],
+        url: str,
+        page_no: int,
+        parse: _PageParser[_ItemT],
+    ) -> Page[_ItemT] | _Retriable:
+        """One request: the page, or a failure worth another attempt; raises any other failure."""
+        attempt_start = self._clock()
+        try:
+            response = await self._http.get(path, params=params)
+        except _TRANSIENT_TRANSPORT_ERRORS as exc:
+            reason = self._describe_exception(exc)
+            error = ApiTransportError(reason, url=url, version=self.version)
+            return _Retriable(error, reason, cause=exc)
+        except httpx.TransportError as exc:
+            reason = self._describe_exception(exc)
+            raise ApiTransportError(reason, url=url, version=self.version) from exc
+        if not response.is_success:
+            return self._error_answer(response, url)
+        page = self._parse_body(parse, page_no, response.content, url)
+        if isinstance(page, _Retriable):
+            return page
+        logger.debug(
+            "GET %s: %d items, %d quarantined, %d of %d pages, %.3fs",
+            url,
+            len(page.items),
+            len(page.quarantined),
+            page.number,
+            page.pages,
+            self._clock() - attempt_start,
+        )
+        return page
+
+    def _error_answer(self, response: httpx.Response, url: str) -> _Retriable:
+        """A non-2xx answer as a retriable failure; raises its error if the status is final."""
+        error = error_from_response(
+            response, url=url, version=self.version, now=self._now(), secrets=self._secrets
+        )
+        if response.status_code not in self.retry.retry_statuses:
+            raise error
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), now=self._now())
+        return _Retriable(error, f"HTTP {response.status_code}", retry_after=retry_after)
+
+    def _parse_body(
+        self, parse: _PageParser[_ItemT], page_no: int, body: bytes, url: str
+    ) -> Page[_ItemT] | _Retriable:
+        """The page in a 2xx ``body``, or an invalid body to fetch again; the key redacted.
+
+        Raises :class:`~sync.errors.InvalidItemError` (``strict`` policy): not worth retrying.
+        """
+        parse_start = time.perf_counter()
+        try:
+            page = parse(self._api_version, page_no, body, policy=self.validation_policy, url=url)
+        except InvalidEnvelopeError as exc:
+            # The message quotes the body, which a server may have echoed the key in.
+            clean = InvalidEnvelopeError(self._redact(str(exc)))
+            return _Retriable(clean, "invalid body (not JSON or bad envelope)", invalid_body=True)
+        except InvalidItemError as exc:
+            raise InvalidItemError(self._redact(str(exc))) from None
+        self.parse_seconds += time.perf_counter() - parse_start
+        if page.quarantined:
+            page.quarantined[:] = [
+                replace(q, error=self._redact(q.error)) for q in page.quarantined
+            ]
+        return page
+
+    async def _wait_or_give_up(
+        self, url: str, failure: _Retriable, attempts: int, start: float
+    ) -> None:
+        """Sleep before the next attempt, or raise the failure's error when the policy gives up.
+
+        ``attempts`` counts the attempts made so far (all failed); ``start`` is when the first one
+        started, on the client's clock.
+        """
+        policy = self.retry
+        elapsed = self._clock() - start
+        delay = policy.next_delay(
+            attempts, elapsed=elapsed, retry_after=failure.retry_after, jitter=self._jitter()
+        )
+        if delay is None:
+            note = f"gave up after {attempts} attempt(s) in {elapsed:.1f}s"
+            if failure.retry_after is not None and attempts < policy.max_attempts:
+                note += f" (the server asked to wait {failure.retry_after:.1f}s, beyond the budget)"
+            logger.warning("GET %s: %s; %s", url, failure.reason, note)
+            failure.error.add_note(note)
+            raise failure.error from failure.cause
+        logger.warning(
+            "GET %s: %s (attempt %d of %d); retrying in %.2fs",
+            url,
+            failure.reason,
+            attempts,
+            policy.max_attempts,
+            delay,
+        )
+        await self._sleep(delay)
+
+    def _redact(self, text: str) -> str:
+        return redact_secrets(text, self._secrets)
 
     def _describe_exception(self, exc: Exception) -> str:
         detail = str(exc).strip()
         message = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-        return redact(message, self._secrets)
+        return self._redact(message)

@@ -36,6 +36,7 @@ from sync.errors import InvalidEnvelopeError, InvalidItemError
 from sync.records import AppBundle, CvmBundle
 from sync.settings import ValidationPolicy
 from sync.versions import ApiVersion
+from sync.versions.common import AppPageEnvelope, CvmPageEnvelope
 
 Endpoint = Literal["cvms", "apps"]
 ENDPOINT_PATHS: dict[Endpoint, str] = {"cvms": "/cvms/paginated", "apps": "/apps"}
@@ -89,31 +90,19 @@ def parse_cvm_page(
     known: Known | None = None,
 ) -> Page[CvmBundle]:
     """Validate and normalize one ``GET /cvms/paginated`` response body (see the module doc)."""
-    data, dumps = _decode("cvms", version, page_no, body, url)
-    envelope = _validate_envelope("cvms", version.cvm_envelope, version, page_no, data, url)
-    items, quarantined, unchanged = _parse_items(
+    return _parse_page(
         "cvms",
         version,
         page_no,
-        envelope.items,
-        version.cvm_item,
-        version.normalize_cvm,
-        version.cvm_entity_id,
+        body,
         policy,
         url,
         known,
-        dumps,
-    )
-    return Page(
-        endpoint="cvms",
-        version=version.name,
-        number=page_no,
-        page_size=envelope.page_size,
-        total=envelope.total,
-        pages=envelope.pages,
-        items=items,
-        quarantined=quarantined,
-        unchanged=unchanged,
+        envelope=version.cvm_envelope,
+        contents=lambda envelope: (envelope.items, envelope.pages),
+        item=version.cvm_item,
+        normalize=version.normalize_cvm,
+        entity_id=version.cvm_entity_id,
     )
 
 
@@ -127,28 +116,54 @@ def parse_app_page(
     known: Known | None = None,
 ) -> Page[AppBundle]:
     """Validate and normalize one ``GET /apps`` response body (see the module doc)."""
-    data, dumps = _decode("apps", version, page_no, body, url)
-    envelope = _validate_envelope("apps", version.app_envelope, version, page_no, data, url)
-    items, quarantined, unchanged = _parse_items(
+    return _parse_page(
         "apps",
         version,
         page_no,
-        envelope.dstack_apps,
-        version.app_item,
-        version.normalize_app,
-        version.app_entity_id,
+        body,
         policy,
         url,
         known,
-        dumps,
+        envelope=version.app_envelope,
+        contents=lambda envelope: (envelope.dstack_apps, envelope.total_pages),
+        item=version.app_item,
+        normalize=version.normalize_app,
+        entity_id=version.app_entity_id,
+    )
+
+
+_EnvelopeT = TypeVar("_EnvelopeT", CvmPageEnvelope, AppPageEnvelope)
+
+
+def _parse_page(
+    endpoint: Endpoint,
+    version: ApiVersion,
+    page_no: int,
+    body: bytes,
+    policy: ValidationPolicy,
+    url: str,
+    known: Known | None,
+    *,
+    envelope: TypeAdapter[_EnvelopeT],
+    contents: Callable[[_EnvelopeT], tuple[list[Any], int]],
+    item: TypeAdapter[Any],
+    normalize: Callable[[Any, bytes], ItemT],
+    entity_id: Callable[[object], str | None],
+) -> Page[ItemT]:
+    """One page of ``endpoint``: ``contents`` gives a valid envelope's raw items and page count."""
+    data, dumps = _decode(endpoint, version, page_no, body, url)
+    valid = _validate_envelope(endpoint, envelope, version, page_no, data, url)
+    raw_items, pages = contents(valid)
+    items, quarantined, unchanged = _parse_items(
+        endpoint, version, page_no, raw_items, item, normalize, entity_id, policy, url, known, dumps
     )
     return Page(
-        endpoint="apps",
+        endpoint=endpoint,
         version=version.name,
         number=page_no,
-        page_size=envelope.page_size,
-        total=envelope.total,
-        pages=envelope.total_pages,
+        page_size=valid.page_size,
+        total=valid.total,
+        pages=pages,
         items=items,
         quarantined=quarantined,
         unchanged=unchanged,
@@ -240,9 +255,6 @@ def _decode(
             f"{_where(endpoint, version, page_no)}: the response body is not JSON ({exc}; "
             f"it starts with {body[:60]!r}). URL: {url}. {_ENVELOPE_ADVICE}"
         ) from None
-
-
-_EnvelopeT = TypeVar("_EnvelopeT")
 
 
 def _validate_envelope(

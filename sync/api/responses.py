@@ -8,13 +8,13 @@ The API answers errors in three JSON shapes, and proxies in front of it answer i
   message}], "suggestions", "links"}``, with an ``X-Request-ID`` header
 - not JSON (an HTML page from a gateway, an empty body): its first few hundred characters.
 
-Every string taken from a response is passed through :func:`redact`, so an API key that a server
-echoes back never reaches a message, and URLs go through :func:`safe_url`.
+Every string taken from a response is passed through
+:func:`~sync.api.redaction.redact_secrets`, so an API key that a server echoes back never reaches a
+message, and URLs go through :func:`~sync.api.redaction.safe_url`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import orjson
 
+from sync.api.redaction import redact_secrets, safe_url
 from sync.api.retry import parse_retry_after
 from sync.errors import (
     ApiError,
@@ -32,30 +33,7 @@ from sync.errors import (
     RetriableApiError,
 )
 
-REDACTED = "[redacted]"
-#: Phala Cloud API keys look like ``phak_...``; any such token in a server's answer is hidden too.
-_KEY_PATTERN = re.compile(r"phak_[A-Za-z0-9_\-]+")
-_SENSITIVE_QUERY = re.compile(r"key|token|secret|password|auth|sig", re.IGNORECASE)
 _MAX_TEXT = 300
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with every secret in ``secrets`` and anything shaped like an API key hidden."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return _KEY_PATTERN.sub(REDACTED, text)
-
-
-def safe_url(url: httpx.URL | str) -> str:
-    """The URL without user info or fragment, and with secret-looking query values hidden."""
-    url = httpx.URL(url)
-    params = [
-        (name, "redacted" if _SENSITIVE_QUERY.search(name) else value)
-        for name, value in url.params.multi_items()
-    ]
-    cleaned = url.copy_with(userinfo=b"", fragment=None, params=params or None)
-    return redact(str(cleaned))
 
 
 def _shorten(text: str) -> str:
@@ -151,19 +129,20 @@ def error_from_response(
 
     401/403 -> :class:`AuthError`, 404 -> :class:`NotFoundError`, 429 -> :class:`RateLimitedError`
     (with ``retry_after`` from the header), 5xx -> :class:`RetriableApiError`, anything else ->
-    :class:`FatalApiError`. ``url`` should already be a :func:`safe_url`.
+    :class:`FatalApiError`. ``url`` should already be a :func:`~sync.api.redaction.safe_url`.
     """
     secrets = tuple(secrets)
     status = response.status_code
     description, error_code, body_request_id = describe_body(response.content)
     request_id = response.headers.get("X-Request-ID") or body_request_id
-    message = redact(f"{_shorten(description)}; {_advice(status, response, version)}", secrets)
+    advice = _advice(status, response, version)
+    message = redact_secrets(f"{_shorten(description)}; {advice}", secrets)
     kw: dict[str, Any] = {
         "status": status,
-        "url": redact(url, secrets),
+        "url": redact_secrets(url, secrets),
         "version": version,
-        "request_id": redact(_shorten(request_id), secrets) if request_id else None,
-        "error_code": redact(_shorten(error_code), secrets) if error_code else None,
+        "request_id": redact_secrets(_shorten(request_id), secrets) if request_id else None,
+        "error_code": redact_secrets(_shorten(error_code), secrets) if error_code else None,
     }
     if status == 429:
         retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)

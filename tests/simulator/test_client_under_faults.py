@@ -7,6 +7,7 @@ typed error the fault demands. Served over loopback, so timeouts and dropped con
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from sync.errors import (  # noqa: E402
     SchemaDriftError,
 )
 from sync.records import normalize_vm_uuid  # noqa: E402
+from tests.sync.api.listings import PagesSeen, fleet_change_warnings  # noqa: E402
 
 from .conftest import API_KEY  # noqa: E402
 
@@ -42,7 +44,7 @@ class Listing:
     keys: list[str] = field(default_factory=list)
     quarantined: list[Any] = field(default_factory=list)
     raws: list[bytes] = field(default_factory=list)
-    stats: Any = None
+    seen: PagesSeen = field(default_factory=PagesSeen)
 
 
 async def _list(base_url: str, version: str, policy: str, api_key: str) -> Listing:
@@ -61,7 +63,7 @@ async def _list(base_url: str, version: str, policy: str, api_key: str) -> Listi
             out.keys += [normalize_vm_uuid(b.cvm.vm_uuid) for b in page.items]
             out.raws += [b.raw for b in page.items]
             out.quarantined += page.quarantined
-        out.stats = client.last_listing("cvms")
+            out.seen.add(page)
     return out
 
 
@@ -126,7 +128,7 @@ def test_the_client_gets_exactly_the_fleet(
     sim.simulator.faults.set(faults, seed=3)
     listing = list_cvms(sim, version=version, policy="strict")
     assert_exactly_the_fleet(listing, sim)
-    assert listing.stats.complete
+    assert listing.seen.complete
     for rule in sim.simulator.faults.describe()["faults"]:
         assert rule["fired"] > 0, rule  # every fault really happened
     if "unknown" in faults[0]:
@@ -191,21 +193,24 @@ def test_a_wrong_key_is_an_auth_error(sim: SimulatorServer) -> None:
 
 
 @pytest.mark.parametrize(("insert", "delete"), [(7, 0), (5, 9)])
-def test_page_drift_is_reported(insert: int, delete: int) -> None:
-    """Items move across pages while the client pages: it must not claim a complete listing."""
+def test_page_drift_is_reported(insert: int, delete: int, caplog: pytest.LogCaptureFixture) -> None:
+    """Items move across pages while the client pages: the listing must not look complete."""
     fleet = Fleet(FLEET_SIZE, seed=2)
     before = set(fleet.vm_uuids())
     rule = f"page_drift:endpoint=cvms,page=3,insert={insert},delete={delete}"
     with SimulatorServer(api_key=API_KEY, fleet=fleet, faults=[rule]) as server:
         try:
-            listing = list_cvms(server, policy="strict")
+            with caplog.at_level(logging.WARNING, logger="sync.api.client"):
+                listing = list_cvms(server, policy="strict")
         except SchemaDriftError:
             return  # failing clearly is fine too
     after = set(fleet.vm_uuids())
     seen = set(listing.keys)
     assert fleet.step_count == 1  # the drift happened, and is in the ground truth
     assert seen <= before | after
-    # Offset paging cannot return the new fleet exactly; the client must say it is not complete.
+    # Offset paging cannot return the new fleet exactly: the pages must show the listing is not
+    # complete, and the client must have warned that the fleet changed.
     assert seen != after
-    assert listing.stats.fleet_changed
-    assert not listing.stats.complete
+    assert listing.seen.fleet_changed
+    assert not listing.seen.complete
+    assert len(fleet_change_warnings(caplog.records)) == 1

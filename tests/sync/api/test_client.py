@@ -21,7 +21,7 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from sync.api.client import ListingStats, PhalaClient, user_agent
+from sync.api.client import PhalaClient, user_agent
 from sync.api.pages import Page
 from sync.api.retry import RetryPolicy
 from sync.errors import (
@@ -39,6 +39,7 @@ from sync.errors import (
 )
 from sync.settings import Settings
 from sync.versions import KNOWN_VERSIONS
+from tests.sync.api.listings import PagesSeen, fleet_change_warnings
 
 KEY = "phak_client_test_0123456789SECRET"
 BASE = "https://cloud-api.test/api/v1"
@@ -198,6 +199,16 @@ async def collect_cvms(client: PhalaClient) -> list[Page[Any]]:
     return [page async for page in client.cvm_pages()]
 
 
+def list_cvms(api: FakeApi, fake_time: FakeTime | None = None, **kwargs: Any) -> list[Page[Any]]:
+    """One whole CVM listing from ``api`` by a client of :func:`make_client`: its pages."""
+
+    async def main() -> list[Page[Any]]:
+        async with make_client(api, fake_time, **kwargs) as client:
+            return await collect_cvms(client)
+
+    return run(main)
+
+
 def other_tasks() -> set[asyncio.Task[Any]]:
     return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
 
@@ -208,11 +219,7 @@ def other_tasks() -> set[asyncio.Task[Any]]:
 def test_every_request_carries_key_version_accept_and_user_agent() -> None:
     api = FakeApi(total=250)
 
-    async def main() -> None:
-        async with make_client(api) as client:
-            await collect_cvms(client)
-
-    run(main)
+    list_cvms(api)
     assert sorted(api.pages_requested()) == [1, 2, 3]
     for request in api.requests:
         assert request.headers["X-API-Key"] == KEY
@@ -309,53 +316,42 @@ def test_from_settings_without_a_key_is_a_config_error() -> None:
     ("total", "page_size", "pages"),
     [(0, 100, 1), (1, 100, 1), (100, 100, 1), (101, 100, 2), (250, 100, 3), (95, 10, 10)],
 )
-def test_pages_to_the_end(total: int, page_size: int, pages: int) -> None:
+def test_pages_to_the_end(
+    total: int, page_size: int, pages: int, caplog: pytest.LogCaptureFixture
+) -> None:
     api = FakeApi(total=total)
-
-    async def main() -> tuple[list[Page[Any]], ListingStats | None]:
-        async with make_client(api, page_size=page_size) as client:
-            assert client.last_listing("cvms") is None
-            got = await collect_cvms(client)
-            return got, client.last_listing("cvms")
-
-    got, stats = run(main)
+    with caplog.at_level(logging.DEBUG, logger="sync.api.client"):
+        got = list_cvms(api, page_size=page_size)
     assert sorted(api.pages_requested()) == list(range(1, pages + 1))
     assert sorted(p.number for p in got) == list(range(1, pages + 1))
     names = [item.cvm.name for page in got for item in page.items]
     assert sorted(names) == sorted(f"cvm-{i}" for i in range(total))
-    assert stats == ListingStats(
-        endpoint="cvms",
-        version=VERSION,
-        page_size=page_size,
-        planned_pages=pages,
-        first_total=total,
-        min_total=total,
-        max_total=total,
-        pages_fetched=pages,
-        items=total,
-        quarantined=0,
-        fleet_changed=False,
-        finished=True,
-    )
-    assert stats.complete
+    assert {(p.endpoint, p.version, p.page_size) for p in got} == {("cvms", VERSION, page_size)}
+    seen = PagesSeen.of(got)
+    assert (seen.planned_pages, seen.first_total, seen.totals) == (pages, total, {total})
+    assert (seen.items, seen.quarantined, seen.fleet_changed) == (total, 0, False)
+    assert seen.all_planned_pages
+    assert seen.complete
+    assert fleet_change_warnings(caplog.records) == []
+    finished = f"cvms listing finished: {pages} pages, {total} items, 0 quarantined"
+    assert f"{finished}, total {total}..{total}" in caplog.messages
 
 
 def test_app_pages_use_the_apps_envelope() -> None:
     api = FakeApi(total=45, endpoint="apps")
 
-    async def main() -> tuple[list[Page[Any]], ListingStats | None]:
+    async def main() -> list[Page[Any]]:
         async with make_client(api, page_size=20) as client:
-            got = [page async for page in client.app_pages()]
-            return got, client.last_listing("apps")
+            return [page async for page in client.app_pages()]
 
-    got, stats = run(main)
+    got = run(main)
     assert {r.url.path for r in api.requests} == {"/api/v1/apps"}
     assert sorted(api.pages_requested()) == [1, 2, 3]
     assert sum(len(p.items) for p in got) == 45
     assert {p.endpoint for p in got} == {"apps"}
-    assert stats is not None
-    assert stats.complete
-    assert (stats.planned_pages, stats.items) == (3, 45)
+    seen = PagesSeen.of(got)
+    assert seen.complete
+    assert (seen.planned_pages, seen.items) == (3, 45)
 
 
 def test_at_most_concurrency_requests_in_flight_and_pages_waiting() -> None:
@@ -410,55 +406,51 @@ def test_fleet_change_keeps_the_planned_pages_and_is_reported(
         total=250,
         overrides={2: {"total": 301, "pages": 4}, 3: {"total": 240}},
     )
-
-    async def main() -> ListingStats | None:
-        async with make_client(api) as client:
-            await collect_cvms(client)
-            return client.last_listing("cvms")
-
-    with caplog.at_level(logging.WARNING, logger="sync.api.client"):
-        stats = run(main)
+    with caplog.at_level(logging.DEBUG, logger="sync.api.client"):
+        got = list_cvms(api)
     assert sorted(api.pages_requested()) == [1, 2, 3]
-    assert stats is not None
-    assert (stats.planned_pages, stats.pages_fetched, stats.first_total) == (3, 3, 250)
-    assert (stats.min_total, stats.max_total) == (240, 301)
-    assert stats.fleet_changed
-    assert stats.finished
-    assert not stats.complete
-    drift = [r for r in caplog.records if "fleet changed" in r.getMessage()]
-    assert len(drift) == 1
+    seen = PagesSeen.of(got)
+    assert (seen.planned_pages, sorted(seen.numbers), seen.first_total) == (3, [1, 2, 3], 250)
+    assert (min(seen.totals), max(seen.totals)) == (240, 301)
+    assert seen.fleet_changed
+    assert seen.all_planned_pages
+    assert not seen.complete
+    assert len(fleet_change_warnings(caplog.records)) == 1
+    assert (
+        "cvms listing finished: 3 pages, 250 items, 0 quarantined, total 240..301 "
+        "(the fleet changed during the listing)"
+    ) in caplog.messages
 
 
-def test_unfinished_listing_is_not_complete() -> None:
+def test_unfinished_listing_is_not_complete(caplog: pytest.LogCaptureFixture) -> None:
     api = FakeApi(total=250)
 
-    async def main() -> ListingStats | None:
-        async with make_client(api, concurrency=1) as client:
-            async with aclosing(client.cvm_pages()) as pages:
-                async for page in pages:
-                    if page.number == 2:
-                        break
-            return client.last_listing("cvms")
+    async def main() -> list[Page[Any]]:
+        got = []
+        async with (
+            make_client(api, concurrency=1) as client,
+            aclosing(client.cvm_pages()) as pages,
+        ):
+            async for page in pages:
+                got.append(page)
+                if page.number == 2:
+                    break
+        return got
 
-    stats = run(main)
-    assert stats is not None
-    assert (stats.pages_fetched, stats.finished, stats.complete) == (2, False, False)
+    with caplog.at_level(logging.DEBUG, logger="sync.api.client"):
+        seen = PagesSeen.of(run(main))
+    assert (seen.numbers, seen.planned_pages) == ([1, 2], 3)
+    assert (seen.all_planned_pages, seen.complete) == (False, False)
+    assert not [m for m in caplog.messages if "listing finished" in m]
 
 
 def test_quarantined_items_are_counted() -> None:
     api = FakeApi(total=150)
     bad = api.body(2, 100)
     bad["items"][0]["resource"] = "not an object"
-
-    async def main() -> ListingStats | None:
-        api.faults[2] = [lambda request: httpx.Response(200, content=orjson.dumps(bad))]
-        async with make_client(api) as client:
-            await collect_cvms(client)
-            return client.last_listing("cvms")
-
-    stats = run(main)
-    assert stats is not None
-    assert (stats.items, stats.quarantined, stats.complete) == (149, 1, True)
+    api.faults[2] = [lambda request: httpx.Response(200, content=orjson.dumps(bad))]
+    seen = PagesSeen.of(list_cvms(api))
+    assert (seen.items, seen.quarantined, seen.complete) == (149, 1, True)
 
 
 def test_invalid_item_under_strict_policy_is_not_retried() -> None:
@@ -468,12 +460,8 @@ def test_invalid_item_under_strict_policy_is_not_retried() -> None:
     api.faults[1] = [lambda request: httpx.Response(200, content=orjson.dumps(bad))]
     fake_time = FakeTime()
 
-    async def main() -> None:
-        async with make_client(api, fake_time, validation_policy="strict") as client:
-            await collect_cvms(client)
-
     with pytest.raises(InvalidItemError):
-        run(main)
+        list_cvms(api, fake_time, validation_policy="strict")
     assert len(api.requests) == 1
     assert fake_time.sleeps == []
 
@@ -488,12 +476,8 @@ def test_retriable_statuses_are_retried_with_backoff(
     api = FakeApi(total=10, faults={1: [status(code), status(code, {"detail": "busy"})]})
     fake_time = FakeTime()
 
-    async def main() -> list[Page[Any]]:
-        async with make_client(api, fake_time) as client:
-            return await collect_cvms(client)
-
     with caplog.at_level(logging.WARNING, logger="sync.api.client"):
-        pages = run(main)
+        pages = list_cvms(api, fake_time)
     assert len(pages[0].items) == 10
     assert len(api.requests) == 3
     assert fake_time.sleeps == [0.25, 0.5]  # full jitter at 0.5 of 0.5 s, then of 1 s
@@ -518,11 +502,7 @@ def test_transport_failures_are_retried(exc_type: type[httpx.RequestError]) -> N
     api = FakeApi(total=150, faults={2: [raises(exc_type), raises(exc_type)]})
     fake_time = FakeTime()
 
-    async def main() -> list[Page[Any]]:
-        async with make_client(api, fake_time) as client:
-            return await collect_cvms(client)
-
-    pages = run(main)
+    pages = list_cvms(api, fake_time)
     assert sorted(p.number for p in pages) == [1, 2]
     assert api.pages_requested().count(2) == 3
     assert fake_time.sleeps == [0.25, 0.5]
@@ -531,12 +511,8 @@ def test_transport_failures_are_retried(exc_type: type[httpx.RequestError]) -> N
 def test_transport_failure_gives_up_as_api_transport_error() -> None:
     api = FakeApi(total=1, faults={1: [raises(httpx.ConnectError, "refused")] * 6})
 
-    async def main() -> None:
-        async with make_client(api) as client:
-            await collect_cvms(client)
-
     with pytest.raises(ApiTransportError) as caught:
-        run(main)
+        list_cvms(api)
     err = caught.value
     assert isinstance(err.__cause__, httpx.ConnectError)
     assert err.version == VERSION
@@ -552,11 +528,7 @@ def test_truncated_body_is_retried_then_succeeds() -> None:
     api.faults[1] = [lambda request: httpx.Response(200, content=full[: len(full) // 2])]
     fake_time = FakeTime()
 
-    async def main() -> list[Page[Any]]:
-        async with make_client(api, fake_time) as client:
-            return await collect_cvms(client)
-
-    assert len(run(main)[0].items) == 10
+    assert len(list_cvms(api, fake_time)[0].items) == 10
     assert len(api.requests) == 2
     assert fake_time.sleeps == [0.25]
 
@@ -567,12 +539,8 @@ def test_body_that_stays_invalid_raises_invalid_envelope_after_bounded_retries()
 
     api = FakeApi(total=10, faults={1: [truncated] * 10})
 
-    async def main() -> None:
-        async with make_client(api, retry=RetryPolicy(body_retries=2)) as client:
-            await collect_cvms(client)
-
     with pytest.raises(InvalidEnvelopeError):
-        run(main)
+        list_cvms(api, retry=RetryPolicy(body_retries=2))
     assert len(api.requests) == 3  # the first attempt plus body_retries
 
 
@@ -588,11 +556,7 @@ def test_retry_after_seconds_is_honoured() -> None:
     )
     fake_time = FakeTime()
 
-    async def main() -> None:
-        async with make_client(api, fake_time) as client:
-            await collect_cvms(client)
-
-    run(main)
+    list_cvms(api, fake_time)
     assert fake_time.sleeps == [7.0, 20.0]  # beyond max_delay (15 s) but within the budget
 
 
@@ -601,11 +565,7 @@ def test_retry_after_http_date_is_honoured() -> None:
     when = format_datetime(NOW + timedelta(seconds=42), usegmt=True)
     api = FakeApi(total=1, faults={1: [status(429, None, {"Retry-After": when})]})
 
-    async def main() -> None:
-        async with make_client(api, fake_time) as client:
-            await collect_cvms(client)
-
-    run(main)
+    list_cvms(api, fake_time)
     assert fake_time.sleeps == [42.0]
 
 
@@ -613,12 +573,8 @@ def test_retry_after_beyond_the_budget_gives_up_at_once() -> None:
     api = FakeApi(total=1, faults={1: [status(429, None, {"Retry-After": "120"})]})
     fake_time = FakeTime()
 
-    async def main() -> None:
-        async with make_client(api, fake_time) as client:
-            await collect_cvms(client)
-
     with pytest.raises(RateLimitedError) as caught:
-        run(main)
+        list_cvms(api, fake_time)
     assert caught.value.retry_after == 120.0
     assert fake_time.sleeps == []
     assert len(api.requests) == 1
@@ -629,12 +585,8 @@ def test_gives_up_after_max_attempts() -> None:
     api = FakeApi(total=1, faults={1: [status(502)] * 10})
     fake_time = FakeTime()
 
-    async def main() -> None:
-        async with make_client(api, fake_time) as client:
-            await collect_cvms(client)
-
     with pytest.raises(RetriableApiError) as caught:
-        run(main)
+        list_cvms(api, fake_time)
     assert caught.value.status == 502
     assert len(api.requests) == 6
     assert fake_time.sleeps == [0.25, 0.5, 1.0, 2.0, 4.0]
@@ -651,12 +603,8 @@ def test_gives_up_when_the_time_budget_is_spent() -> None:
     api = FakeApi(total=1, faults={1: [slow_503] * 100})
     policy = RetryPolicy(max_attempts=100, budget_seconds=20, base=1, max_delay=4)
 
-    async def main() -> None:
-        async with make_client(api, fake_time, retry=policy) as client:
-            await collect_cvms(client)
-
     with pytest.raises(RetriableApiError):
-        run(main)
+        list_cvms(api, fake_time, retry=policy)
     # attempts end at 3, 6.5, 10.5, 15.5 and 20.5 s; the waits were 0.5, 1, 2, 2
     assert fake_time.sleeps == [0.5, 1.0, 2.0, 2.0]
     assert len(api.requests) == 5
@@ -677,12 +625,8 @@ def test_client_errors_are_not_retried(code: int, cls: type[ApiError]) -> None:
     api = FakeApi(total=1, faults={1: [status(code, {"detail": "no"})]})
     fake_time = FakeTime()
 
-    async def main() -> None:
-        async with make_client(api, fake_time) as client:
-            await collect_cvms(client)
-
     with pytest.raises(cls) as caught:
-        run(main)
+        list_cvms(api, fake_time)
     assert type(caught.value) is cls
     assert caught.value.status == code
     assert len(api.requests) == 1
@@ -693,12 +637,8 @@ def test_retry_statuses_are_configurable() -> None:
     api = FakeApi(total=1, faults={1: [status(500)]})
     policy = RetryPolicy(retry_statuses=frozenset({429, 503}))
 
-    async def main() -> None:
-        async with make_client(api, retry=policy) as client:
-            await collect_cvms(client)
-
     with pytest.raises(RetriableApiError):
-        run(main)
+        list_cvms(api, retry=policy)
     assert len(api.requests) == 1
 
 
@@ -842,7 +782,7 @@ def test_over_a_loopback_socket(caplog: pytest.LogCaptureFixture) -> None:
     app = LoopbackApi(FakeApi(total=250))
     fake_time = FakeTime()
 
-    async def main() -> tuple[list[Page[Any]], ListingStats | None]:
+    async def main() -> list[Page[Any]]:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -867,25 +807,23 @@ def test_over_a_loopback_socket(caplog: pytest.LogCaptureFixture) -> None:
             )
             async with client:
                 pages = await collect_cvms(client)
-                stats = client.last_listing("cvms")
             bad_key_client = PhalaClient(
                 base_url=f"http://127.0.0.1:{port}/api/v1", api_key="phak_wrong", version=VERSION
             )
             async with bad_key_client:
                 with pytest.raises(AuthError, match="Invalid API key"):
                     await collect_cvms(bad_key_client)
-            return pages, stats
+            return pages
         finally:
             server.should_exit = True
             await serving
             sock.close()
 
     with caplog.at_level(logging.DEBUG):
-        pages, stats = run(main)
+        pages = run(main)
     assert sorted(p.number for p in pages) == [1, 2, 3]
     assert sum(len(p.items) for p in pages) == 250
-    assert stats is not None
-    assert stats.complete
+    assert PagesSeen.of(pages).complete
     assert app.served == {1: 2, 2: 2, 3: 2}  # page 1 twice: once per client
     assert len(fake_time.sleeps) == 2  # one retry for the dropped body, one for the 503
     messages = [r.getMessage() for r in caplog.records]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,42 +105,38 @@ def test_the_page_number_is_the_one_requested() -> None:
 # --- Invalid envelopes: fatal under every policy -------------------------------------------------
 
 
-@pytest.mark.parametrize("policy", POLICIES)
-@pytest.mark.parametrize(
-    ("body", "field"),
-    [
-        (cvm_body(None), "items"),
-        (cvm_body({"0": {}}), "items"),
-        (cvm_body([], total="250"), "total"),
-        (cvm_body([], pages=3.0), "pages"),
-        (cvm_body([], page_size=True), "page_size"),
-        (orjson.dumps({"items": [], "total": 0, "page": 1, "page_size": 100}), "pages"),
-        (cvm_body([]).replace(b'"pages"', b'"total_pages"'), "pages"),
-        (orjson.dumps([]), "(the whole body)"),
-    ],
-)
-def test_an_invalid_cvm_envelope_always_fails(body: bytes, field: str, policy: Any) -> None:
-    with pytest.raises(InvalidEnvelopeError) as exc:
-        parse_cvm_page(get_version(CURRENT), 3, body, policy=policy, url=URL)
-    message = str(exc.value)
-    for part in (CURRENT, "/cvms/paginated", "page 3", URL, field):
-        assert part in message
+#: endpoint -> its parser, the version its envelope cases run under, the URL and the path
+PARSERS: dict[str, tuple[Callable[..., Page[Any]], str, str, str]] = {
+    "cvms": (parse_cvm_page, CURRENT, URL, "/cvms/paginated"),
+    "apps": (parse_app_page, LEGACY, APPS_URL, "/apps"),
+}
 
 
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("endpoint", "body", "field"),
     [
-        (app_body("none"), "dstack_apps"),
-        (app_body([], total_pages=None), "total_pages"),
-        (cvm_body([]), "dstack_apps"),  # a CVM page where an app page belongs
+        ("cvms", cvm_body(None), "items"),
+        ("cvms", cvm_body({"0": {}}), "items"),
+        ("cvms", cvm_body([], total="250"), "total"),
+        ("cvms", cvm_body([], pages=3.0), "pages"),
+        ("cvms", cvm_body([], page_size=True), "page_size"),
+        ("cvms", orjson.dumps({"items": [], "total": 0, "page": 1, "page_size": 100}), "pages"),
+        ("cvms", cvm_body([]).replace(b'"pages"', b'"total_pages"'), "pages"),
+        ("cvms", orjson.dumps([]), "(the whole body)"),
+        ("apps", app_body("none"), "dstack_apps"),
+        ("apps", app_body([], total_pages=None), "total_pages"),
+        ("apps", cvm_body([]), "dstack_apps"),  # a CVM page where an app page belongs
     ],
 )
-def test_an_invalid_app_envelope_always_fails(body: bytes, field: str, policy: Any) -> None:
+def test_an_invalid_envelope_always_fails(
+    endpoint: str, body: bytes, field: str, policy: Any
+) -> None:
+    parse, version, url, path = PARSERS[endpoint]
     with pytest.raises(InvalidEnvelopeError) as exc:
-        parse_app_page(get_version(LEGACY), 3, body, policy=policy, url=APPS_URL)
+        parse(get_version(version), 3, body, policy=policy, url=url)
     message = str(exc.value)
-    for part in (LEGACY, "/apps", "page 3", APPS_URL, field):
+    for part in (version, path, "page 3", url, field):
         assert part in message
 
 

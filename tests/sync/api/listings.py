@@ -1,0 +1,88 @@
+"""What a listing yielded, summed up from its pages, for tests of the client.
+
+The client keeps no record of a listing: whether one is complete is judged from the pages it
+yields. :class:`PagesSeen` gathers the facts for that judgement, and
+:func:`fleet_change_warnings` finds the warning the client logs when the fleet changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync.api.pages import Page
+
+#: What the client's warning says when a page announces another total or page count than page 1.
+FLEET_CHANGED = "the fleet changed during the listing"
+
+
+@dataclass
+class PagesSeen:
+    """The pages of one listing, in any order: their numbers, items and announcements."""
+
+    #: page numbers, in the order the pages came
+    numbers: list[int] = field(default_factory=list)
+    items: int = 0
+    quarantined: int = 0
+    #: page number -> (total, pages) as that page announced them
+    announced: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, pages: Iterable[Page[Any]]) -> PagesSeen:
+        seen = cls()
+        for page in pages:
+            seen.add(page)
+        return seen
+
+    def add(self, page: Page[Any]) -> None:
+        self.numbers.append(page.number)
+        self.items += len(page.items)
+        self.quarantined += len(page.quarantined)
+        self.announced[page.number] = (page.total, page.pages)
+
+    @property
+    def first_total(self) -> int:
+        """The ``total`` page 1 announced."""
+        return self.announced[1][0]
+
+    @property
+    def planned_pages(self) -> int:
+        """The page count page 1 announced (at least 1: page 1 is always fetched)."""
+        return max(1, self.announced[1][1])
+
+    @property
+    def totals(self) -> set[int]:
+        """Every ``total`` some page announced."""
+        return {total for total, _ in self.announced.values()}
+
+    @property
+    def fleet_changed(self) -> bool:
+        """Some page announced another ``total`` or page count than page 1."""
+        return len(set(self.announced.values())) > 1
+
+    @property
+    def all_planned_pages(self) -> bool:
+        """Exactly pages 1..``planned_pages`` came, each once."""
+        return sorted(self.numbers) == list(range(1, self.planned_pages + 1))
+
+    @property
+    def complete(self) -> bool:
+        """Every planned page came, all agreed with page 1, and the item count adds up."""
+        return (
+            self.all_planned_pages
+            and not self.fleet_changed
+            and self.items + self.quarantined == self.first_total
+        )
+
+
+def fleet_change_warnings(records: Iterable[logging.LogRecord]) -> list[str]:
+    """The messages of the client's warnings that the fleet changed during a listing."""
+    return [
+        record.getMessage()
+        for record in records
+        if record.name == "sync.api.client"
+        and record.levelno == logging.WARNING
+        and FLEET_CHANGED in record.getMessage()
+    ]
