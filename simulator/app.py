@@ -13,6 +13,12 @@ a bad ``page``/``page_size`` 422 with FastAPI's ``{"detail": [{"type", "loc", "m
 Admin endpoints (``X-Admin-Token`` required; 401 without it, 403 when wrong or when the simulator
 was started without an admin token): ``POST /admin/evolve``, ``GET /admin/changes?since=``,
 ``GET /admin/snapshot``, ``GET /admin/state`` and ``GET|PUT|POST|DELETE /admin/faults``.
+
+A list request goes through one layer per concern: the API key (:func:`_check_api_key`), the
+version (:func:`_negotiate_shape`), the paging (:class:`~simulator.paging.PageRequest`), the
+faults (:func:`_answer_page`) and the rendering (:func:`_render_page`). An admin request goes
+through the admin token (:func:`_check_admin_token`), then its handler, which returns the JSON
+body of the 200 answer.
 """
 
 from __future__ import annotations
@@ -21,12 +27,11 @@ import asyncio
 import hmac
 import itertools
 import os
-import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from time import time
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 from starlette.applications import Starlette
@@ -39,12 +44,13 @@ from simulator.evolve import KINDS
 from simulator.faults import STATUS_KINDS, Decision, FaultRule, Faults, FaultSpecError
 from simulator.fleet import Fleet
 from simulator.model import JsonDict
+from simulator.paging import PageRequest, PagingError
 from simulator.versions import DEFAULT_VERSION, SUPPORTED_VERSIONS, Shape, shape_of
 
 API_PREFIX: Final = "/api/v1"
-PAGE_SIZE_DEFAULTS: Final = {"cvms": 30, "apps": 20}
-MAX_PAGE_SIZE: Final = 100
-_INT = re.compile(r"[+-]?\d+")
+
+Endpoint = Literal["cvms", "apps"]
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class SimulatedDisconnect(Exception):
@@ -66,72 +72,53 @@ class Simulator:
         return f"req_{self._prefix}{next(self._ids):08x}"
 
 
-def _json(status: int, body: Any, request_id: str) -> Response:
+#: An admin endpoint: the JSON body of its 200 answer (``ValueError`` for a bad request: 422).
+AdminHandler = Callable[[Simulator, Request], Awaitable[Any]]
+
+
+# ------------------------------------------------------------------ answers
+
+
+def _json_bytes(body: bytes, request_id: str, status: int = 200) -> Response:
+    """A JSON answer from already encoded bytes."""
     return Response(
-        orjson.dumps(body),
+        body,
         status_code=status,
         media_type="application/json",
         headers={"x-request-id": request_id},
     )
 
 
-def _query_int(
-    params: Mapping[str, str], name: str, default: int, maximum: int | None
-) -> tuple[int, JsonDict | None]:
-    """One integer query parameter, validated like FastAPI (pydantic v2) does."""
-    raw = params.get(name)
-    if raw is None:
-        return default, None
-    loc = ["query", name]
-    if not _INT.fullmatch(raw.strip()):
-        return default, {
-            "type": "int_parsing",
-            "loc": loc,
-            "msg": "Input should be a valid integer, unable to parse string as an integer",
-            "input": raw,
-        }
-    value = int(raw)
-    if value < 1:
-        return default, {
-            "type": "greater_than_equal",
-            "loc": loc,
-            "msg": "Input should be greater than or equal to 1",
-            "input": raw,
-            "ctx": {"ge": 1},
-        }
-    if maximum is not None and value > maximum:
-        return default, {
-            "type": "less_than_equal",
-            "loc": loc,
-            "msg": f"Input should be less than or equal to {maximum}",
-            "input": raw,
-            "ctx": {"le": maximum},
-        }
-    return value, None
+def _json(status: int, body: Any, request_id: str) -> Response:
+    return _json_bytes(orjson.dumps(body), request_id, status)
 
 
-def _unknown_version(version: str, request_id: str) -> Response:
+class _Refused(Exception):
+    """A request refused before it reaches the fleet: the status and JSON body of the answer."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+def _unknown_version(version: str, request_id: str) -> JsonDict:
+    """The server's structured 400 body for an unsupported ``X-Phala-Version``."""
     known = ", ".join(SUPPORTED_VERSIONS)
-    return _json(
-        400,
-        {
-            "error_code": "ERR-01-004",
-            "message": f"Unsupported API version: {version}",
-            "request_id": request_id,
-            "details": [
-                {
-                    "field": "X-Phala-Version",
-                    "value": version,
-                    "message": f"Supported versions: {known}",
-                }
-            ],
-            "suggestions": [f"Set the X-Phala-Version header to one of: {known}"],
-            "links": [
-                {"label": "API versioning", "url": "https://docs.phala.network/phala-cloud/api"}
-            ],
-        },
-        request_id,
-    )
+    return {
+        "error_code": "ERR-01-004",
+        "message": f"Unsupported API version: {version}",
+        "request_id": request_id,
+        "details": [
+            {
+                "field": "X-Phala-Version",
+                "value": version,
+                "message": f"Supported versions: {known}",
+            }
+        ],
+        "suggestions": [f"Set the X-Phala-Version header to one of: {known}"],
+        "links": [{"label": "API versioning", "url": "https://docs.phala.network/phala-cloud/api"}],
+    }
 
 
 _GATEWAY_PAGES: Final = {
@@ -141,7 +128,7 @@ _GATEWAY_PAGES: Final = {
 }
 
 
-def _error(rule: FaultRule, request_id: str) -> Response:
+def _fault_error(rule: FaultRule, request_id: str) -> Response:
     """The answer of an error-status fault, shaped like what sends it in production."""
     headers = {"x-request-id": request_id}
     if rule.retry_after is not None:
@@ -179,12 +166,233 @@ class _DroppedResponse(Response):
 
 
 def _damaged(rule: FaultRule, body: bytes, request_id: str) -> Response:
+    """The answer of a damaged-body fault (``drop``, ``truncated``, ``malformed``)."""
     cut = len(body) // 2 if rule.bytes is None else min(rule.bytes, len(body))
     if rule.kind == "drop":
         return _DroppedResponse(body, cut, request_id)
     # truncated: the body stops short; malformed: a trailing comma, which no JSON parser accepts
     body = body[:cut] if rule.kind == "truncated" else body[:-1] + b",}"
-    return Response(body, media_type="application/json", headers={"x-request-id": request_id})
+    return _json_bytes(body, request_id)
+
+
+# ------------------------------------------------------------------ the list endpoints
+
+
+def _check_api_key(sim: Simulator, request: Request) -> None:
+    """Refuse (401) a request without the simulator's API key in ``X-API-Key``."""
+    key = request.headers.get("x-api-key")
+    if not key:
+        raise _Refused(401, {"detail": "Not authenticated: send your API key as X-API-Key"})
+    if not hmac.compare_digest(key.encode(), sim.api_key.encode()):
+        raise _Refused(401, {"detail": "Invalid API key"})
+
+
+def _negotiate_shape(request: Request, request_id: str) -> Shape:
+    """The payload shape of the ``X-Phala-Version`` asked for (400 for an unknown version)."""
+    version = request.headers.get("x-phala-version", DEFAULT_VERSION)
+    try:
+        return shape_of(version)
+    except KeyError:
+        raise _Refused(400, _unknown_version(version, request_id)) from None
+
+
+async def _serve_list(sim: Simulator, request: Request, endpoint: Endpoint) -> Response:
+    """``GET`` one page of a list endpoint: key, version and paging checked, then answered."""
+    rid = sim.request_id()
+    try:
+        _check_api_key(sim, request)
+        shape = _negotiate_shape(request, rid)
+        paging = PageRequest.from_query(request.query_params, endpoint)
+    except _Refused as refused:
+        return _json(refused.status, refused.body, rid)
+    except PagingError as bad:
+        return _json(422, {"detail": bad.errors}, rid)
+    return await _answer_page(sim, endpoint, shape, paging, rid)
+
+
+async def _answer_page(
+    sim: Simulator, endpoint: Endpoint, shape: Shape, paging: PageRequest, rid: str
+) -> Response:
+    """The page as the faults let it through: delayed, replaced by an error, or damaged."""
+    decision = sim.faults.decide(endpoint, paging.page, paging.page_size)
+    if decision.delay_ms:
+        await asyncio.sleep(decision.delay_ms / 1000)
+    rule = decision.response
+    if rule is not None and rule.kind in STATUS_KINDS:
+        return _fault_error(rule, rid)
+    body = _render_page(sim, endpoint, shape, paging, decision)
+    if rule is not None:
+        return _damaged(rule, body, rid)
+    return _json_bytes(body, rid)
+
+
+def _render_page(
+    sim: Simulator, endpoint: Endpoint, shape: Shape, paging: PageRequest, decision: Decision
+) -> bytes:
+    """The page's bytes (its drifting items altered), then the page drift the decision fired."""
+    picker = sim.faults.picker(decision, shape)
+    fleet = sim.fleet
+    with fleet.lock:  # the page and the drift after it, with nothing in between
+        if endpoint == "cvms":
+            body, _ = fleet.cvm_page(shape, paging.page, paging.page_size, picker)
+        else:
+            body, _ = fleet.app_page(shape, paging.page, paging.page_size, picker)
+        _drift_after(sim, endpoint, paging, decision)
+    return body
+
+
+def _drift_after(
+    sim: Simulator, endpoint: Endpoint, paging: PageRequest, decision: Decision
+) -> None:
+    """Apply the decision's page-drift rules to the fleet, once this page is rendered."""
+    for index, rule in decision.page_drifts:
+        sim.fleet.page_drift(
+            endpoint,
+            insert=rule.insert,
+            delete=rule.delete,
+            offset=paging.end,
+            seed=sim.faults.seed * 1_000_003 + index * 1009 + rule.fired,
+        )
+
+
+# ------------------------------------------------------------------ the admin endpoints
+
+
+def _check_admin_token(sim: Simulator, request: Request) -> None:
+    """Refuse an admin request: 403 while admin is disabled or for a wrong token, 401 without."""
+    if sim.admin_token is None:
+        detail = "admin endpoints are disabled: start the simulator with an admin token"
+        raise _Refused(403, {"detail": detail})
+    token = request.headers.get("x-admin-token")
+    if not token:
+        raise _Refused(401, {"detail": "Not authenticated: send X-Admin-Token"})
+    if not hmac.compare_digest(token.encode(), sim.admin_token.encode()):
+        raise _Refused(403, {"detail": "Invalid admin token"})
+
+
+async def _serve_admin(sim: Simulator, request: Request, handler: AdminHandler) -> Response:
+    """An admin request: the token checked, then the handler's body (422 for a bad request)."""
+    rid = sim.request_id()
+    try:
+        _check_admin_token(sim, request)
+    except _Refused as refused:
+        return _json(refused.status, refused.body, rid)
+    try:
+        body = await handler(sim, request)
+    except (ValueError, FaultSpecError, orjson.JSONDecodeError) as exc:
+        return _json(422, {"detail": str(exc)}, rid)
+    return _json(200, body, rid)
+
+
+async def _body_of(request: Request) -> Any:
+    """The request's JSON body (an empty body: ``{}``)."""
+    raw = await request.body()
+    return orjson.loads(raw) if raw.strip() else {}
+
+
+def _evolve_arguments(body: Any) -> tuple[Any, int | None, int | None]:
+    """The ``counts``, ``seed`` and ``total`` of an evolve body, checked."""
+    if not isinstance(body, dict):
+        raise ValueError("the evolve body is a JSON object: {counts} or {seed, total}")
+    unknown = set(body) - {"counts", "seed", "total"}
+    if unknown:
+        raise ValueError(f"unknown evolve keys {sorted(unknown)}; use counts, seed, total")
+    counts = body.get("counts")
+    if counts is not None and not isinstance(counts, dict):
+        raise ValueError(f"counts maps change kinds ({', '.join(KINDS)}) to numbers")
+    seed, total = body.get("seed"), body.get("total")
+    for name, value in (("seed", seed), ("total", total)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{name} must be an integer, not {value!r}")
+    return counts, seed, total
+
+
+async def _evolve(sim: Simulator, request: Request) -> JsonDict:
+    """``POST /admin/evolve``: one evolve step and its ground truth."""
+    counts, seed, total = _evolve_arguments(await _body_of(request))
+    changes = sim.fleet.evolve(counts, seed=seed, total=total)
+    return {"step": sim.fleet.step_count - 1, "changes": changes}
+
+
+async def _changes(sim: Simulator, request: Request) -> list[list[JsonDict]]:
+    """``GET /admin/changes?since=``: the ground truth of every step from ``since`` on."""
+    raw = request.query_params.get("since", "0").strip()
+    if not raw.isdigit():
+        raise ValueError(f"since must be a step index (0 or more), not {raw!r}")
+    return sim.fleet.changes(int(raw))
+
+
+async def _snapshot(sim: Simulator, request: Request) -> JsonDict:
+    """``GET /admin/snapshot``: the visible fleet as canonical records."""
+    return sim.fleet.snapshot()
+
+
+async def _state(sim: Simulator, request: Request) -> JsonDict:
+    """``GET /admin/state``: the fleet's size, seed and evolution so far."""
+    f = sim.fleet
+    return {
+        "seed": f.seed,
+        "cvms": f.cvm_count,
+        "apps": f.app_count,
+        "steps": f.step_count,
+        "generation": f.generation,
+        "versions": list(SUPPORTED_VERSIONS),
+    }
+
+
+def _faults_body(body: Any) -> dict[str, Any]:
+    """A faults body, checked: ``{"faults": [rule, ...], "seed": int}`` or a bare rule list."""
+    if isinstance(body, list):
+        body = {"faults": body}
+    if not isinstance(body, dict) or not isinstance(body.get("faults", []), list):
+        raise ValueError('the faults body is {"faults": [rule, ...], "seed": int}')
+    return body
+
+
+async def _fault_rules(sim: Simulator, request: Request) -> JsonDict:
+    """``/admin/faults``: GET shows the rules, PUT replaces them, POST adds, DELETE clears."""
+    if request.method == "DELETE":
+        sim.faults.set([])
+    elif request.method in ("PUT", "POST"):
+        body = _faults_body(await _body_of(request))
+        rules = body.get("faults", [])
+        if request.method == "PUT":
+            seed = body.get("seed")
+            if seed is not None and not isinstance(seed, int):
+                raise ValueError(f"seed must be an integer, not {seed!r}")
+            sim.faults.set(rules, seed)
+        else:
+            sim.faults.add(rules)
+    return sim.faults.describe()
+
+
+# ------------------------------------------------------------------ routing
+
+
+def _routes(sim: Simulator) -> list[Route]:
+    """Every endpoint, bound to ``sim``."""
+
+    def listing(endpoint: Endpoint) -> Handler:
+        async def serve(request: Request) -> Response:
+            return await _serve_list(sim, request, endpoint)
+
+        return serve
+
+    def admin(handler: AdminHandler) -> Handler:
+        async def serve(request: Request) -> Response:
+            return await _serve_admin(sim, request, handler)
+
+        return serve
+
+    return [
+        Route(f"{API_PREFIX}/cvms/paginated", listing("cvms"), methods=["GET"]),
+        Route(f"{API_PREFIX}/apps", listing("apps"), methods=["GET"]),
+        Route("/admin/evolve", admin(_evolve), methods=["POST"]),
+        Route("/admin/changes", admin(_changes), methods=["GET"]),
+        Route("/admin/snapshot", admin(_snapshot), methods=["GET"]),
+        Route("/admin/state", admin(_state), methods=["GET"]),
+        Route("/admin/faults", admin(_fault_rules), methods=["GET", "PUT", "POST", "DELETE"]),
+    ]
 
 
 def create_app(
@@ -209,150 +417,7 @@ def create_app(
         admin_token=admin_token,
         faults=Faults(faults, fault_seed),
     )
-
-    async def list_endpoint(request: Request, endpoint: str) -> Response:
-        rid = sim.request_id()
-        key = request.headers.get("x-api-key")
-        if not key:
-            return _json(401, {"detail": "Not authenticated: send your API key as X-API-Key"}, rid)
-        if not hmac.compare_digest(key.encode(), sim.api_key.encode()):
-            return _json(401, {"detail": "Invalid API key"}, rid)
-        version = request.headers.get("x-phala-version", DEFAULT_VERSION)
-        try:
-            shape = shape_of(version)
-        except KeyError:
-            return _unknown_version(version, rid)
-        params = request.query_params
-        page, page_err = _query_int(params, "page", 1, None)
-        size, size_err = _query_int(params, "page_size", PAGE_SIZE_DEFAULTS[endpoint], 100)
-        errors = [e for e in (page_err, size_err) if e is not None]
-        if errors:
-            return _json(422, {"detail": errors}, rid)
-        decision = sim.faults.decide(endpoint, page, size)
-        if decision.delay_ms:
-            await asyncio.sleep(decision.delay_ms / 1000)
-        rule = decision.response
-        if rule is not None and rule.kind in STATUS_KINDS:
-            return _error(rule, rid)
-        body = _render(endpoint, shape, page, size, decision)
-        if rule is not None:
-            return _damaged(rule, body, rid)
-        return Response(body, media_type="application/json", headers={"x-request-id": rid})
-
-    def _render(endpoint: str, shape: Shape, page: int, size: int, decision: Decision) -> bytes:
-        picker = sim.faults.picker(decision, shape)
-        with sim.fleet.lock:  # the page and the drift after it, with nothing in between
-            if endpoint == "cvms":
-                body, _ = sim.fleet.cvm_page(shape, page, size, picker)
-            else:
-                body, _ = sim.fleet.app_page(shape, page, size, picker)
-            for index, rule in decision.page_drifts:
-                sim.fleet.page_drift(
-                    endpoint,
-                    insert=rule.insert,
-                    delete=rule.delete,
-                    offset=page * size,
-                    seed=sim.faults.seed * 1_000_003 + index * 1009 + rule.fired,
-                )
-        return body
-
-    async def cvms_endpoint(request: Request) -> Response:
-        return await list_endpoint(request, "cvms")
-
-    async def apps_endpoint(request: Request) -> Response:
-        return await list_endpoint(request, "apps")
-
-    Handler = Callable[[Request], Awaitable[Response]]
-
-    def admin(handler: Callable[[Request, str], Awaitable[Response]]) -> Handler:
-        async def guarded(request: Request) -> Response:
-            rid = sim.request_id()
-            token = request.headers.get("x-admin-token")
-            if sim.admin_token is None:
-                detail = "admin endpoints are disabled: start the simulator with an admin token"
-                return _json(403, {"detail": detail}, rid)
-            if not token:
-                return _json(401, {"detail": "Not authenticated: send X-Admin-Token"}, rid)
-            if not hmac.compare_digest(token.encode(), sim.admin_token.encode()):
-                return _json(403, {"detail": "Invalid admin token"}, rid)
-            try:
-                return await handler(request, rid)
-            except (ValueError, FaultSpecError, orjson.JSONDecodeError) as exc:
-                return _json(422, {"detail": str(exc)}, rid)
-
-        return guarded
-
-    async def body_of(request: Request) -> Any:
-        raw = await request.body()
-        return orjson.loads(raw) if raw.strip() else {}
-
-    async def evolve(request: Request, rid: str) -> Response:
-        body = await body_of(request)
-        if not isinstance(body, dict):
-            raise ValueError("the evolve body is a JSON object: {counts} or {seed, total}")
-        unknown = set(body) - {"counts", "seed", "total"}
-        if unknown:
-            raise ValueError(f"unknown evolve keys {sorted(unknown)}; use counts, seed, total")
-        counts = body.get("counts")
-        if counts is not None and not isinstance(counts, dict):
-            raise ValueError(f"counts maps change kinds ({', '.join(KINDS)}) to numbers")
-        seed, total = body.get("seed"), body.get("total")
-        for name, value in (("seed", seed), ("total", total)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{name} must be an integer, not {value!r}")
-        changes = sim.fleet.evolve(counts, seed=seed, total=total)
-        return _json(200, {"step": sim.fleet.step_count - 1, "changes": changes}, rid)
-
-    async def changes(request: Request, rid: str) -> Response:
-        raw = request.query_params.get("since", "0").strip()
-        if not raw.isdigit():
-            raise ValueError(f"since must be a step index (0 or more), not {raw!r}")
-        return _json(200, sim.fleet.changes(int(raw)), rid)
-
-    async def snapshot(request: Request, rid: str) -> Response:
-        return _json(200, sim.fleet.snapshot(), rid)
-
-    async def state(request: Request, rid: str) -> Response:
-        f = sim.fleet
-        body = {
-            "seed": f.seed,
-            "cvms": f.cvm_count,
-            "apps": f.app_count,
-            "steps": f.step_count,
-            "generation": f.generation,
-            "versions": list(SUPPORTED_VERSIONS),
-        }
-        return _json(200, body, rid)
-
-    async def fault_rules(request: Request, rid: str) -> Response:
-        if request.method == "DELETE":
-            sim.faults.set([])
-        elif request.method in ("PUT", "POST"):
-            body = await body_of(request)
-            if isinstance(body, list):
-                body = {"faults": body}
-            if not isinstance(body, dict) or not isinstance(body.get("faults", []), list):
-                raise ValueError('the faults body is {"faults": [rule, ...], "seed": int}')
-            rules = body.get("faults", [])
-            if request.method == "PUT":
-                seed = body.get("seed")
-                if seed is not None and not isinstance(seed, int):
-                    raise ValueError(f"seed must be an integer, not {seed!r}")
-                sim.faults.set(rules, seed)
-            else:
-                sim.faults.add(rules)
-        return _json(200, sim.faults.describe(), rid)
-
-    routes = [
-        Route(f"{API_PREFIX}/cvms/paginated", cvms_endpoint, methods=["GET"]),
-        Route(f"{API_PREFIX}/apps", apps_endpoint, methods=["GET"]),
-        Route("/admin/evolve", admin(evolve), methods=["POST"]),
-        Route("/admin/changes", admin(changes), methods=["GET"]),
-        Route("/admin/snapshot", admin(snapshot), methods=["GET"]),
-        Route("/admin/state", admin(state), methods=["GET"]),
-        Route("/admin/faults", admin(fault_rules), methods=["GET", "PUT", "POST", "DELETE"]),
-    ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=_routes(sim))
     app.state.simulator = sim
     return app
 

@@ -16,7 +16,7 @@ import random
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 
@@ -32,22 +32,20 @@ from simulator.generate import (
     hex_id,
 )
 from simulator.model import App, Creator, Cvm, JsonDict, Node, Workspace, iso
+from simulator.paging import PageRequest
 from simulator.versions import SHAPES, Shape
 
 MAX_FLEET_SIZE: Final = 200_000
+
+#: What a listing holds: CVMs or apps.
+E = TypeVar("E", Cvm, App)
+#: A cached page: endpoint, shape, page, page size.
+PageKey = tuple[str, Shape, int, int]
 
 #: Alters one item of a page: given its entity and clean dict, changes the dict in place.
 ItemAlter = Callable[[Cvm | App, JsonDict], None]
 #: Chooses which items of a page to alter: the alteration for an entity, or None to leave it.
 ItemPicker = Callable[[Cvm | App], ItemAlter | None]
-
-
-def _page_slice(items: list[Any], page: int, page_size: int) -> list[Any]:
-    """Offset paging, newest first, over a list kept in creation order."""
-    end = len(items) - (page - 1) * page_size
-    if end <= 0:
-        return []
-    return items[max(0, end - page_size) : end][::-1]
 
 
 class Fleet:
@@ -75,7 +73,7 @@ class Fleet:
         self._frags: dict[Shape, dict[Cvm, bytes]] = {s: {} for s in SHAPES}
         self._basic_frags: dict[Cvm, bytes] = {}
         self._app_frags: dict[Shape, dict[App, bytes]] = {s: {} for s in SHAPES}
-        self._pages: dict[tuple[str, Shape, int, int], bytes] = {}
+        self._pages: dict[PageKey, bytes] = {}
         self._steps: list[list[JsonDict]] = []
         self._tick = 0
         for c in cvms:
@@ -173,46 +171,60 @@ class Fleet:
         the picker chooses is rendered afresh and altered (schema drift), the rest are cached.
         """
         with self.lock:
-            items: list[Cvm] = _page_slice(self._live, page, page_size)
-            key = ("cvms", shape, page, page_size)
-            if picker is None and (body := self._pages.get(key)) is not None:
-                return body, items
-            out: list[Any] = []
-            for c in items:
-                alter = picker(c) if picker else None
-                if alter is None:
-                    out.append(orjson.Fragment(self.cvm_fragment(c, shape)))
-                else:
-                    d = render.cvm_item(c, shape, self.salt)
-                    alter(c, d)
-                    out.append(d)
-            body = render.cvm_envelope(out, len(self._live), page, page_size)
-            if picker is None:
-                self._pages[key] = body
-            return body, items
+            return self._page(
+                ("cvms", shape, page, page_size),
+                self._live,
+                lambda c: self.cvm_fragment(c, shape),
+                lambda c: render.cvm_item(c, shape, self.salt),
+                render.cvm_envelope,
+                picker,
+            )
 
     def app_page(
         self, shape: Shape, page: int, page_size: int, picker: ItemPicker | None = None
     ) -> tuple[bytes, list[App]]:
         """One ``/apps`` page's bytes and the apps on it (see :meth:`cvm_page`)."""
         with self.lock:
-            items: list[App] = _page_slice(self._apps, page, page_size)
-            key = ("apps", shape, page, page_size)
-            if picker is None and (body := self._pages.get(key)) is not None:
-                return body, items
-            out: list[Any] = []
-            for a in items:
-                alter = picker(a) if picker else None
-                if alter is None:
-                    out.append(orjson.Fragment(self.app_fragment(a, shape)))
-                else:
-                    d = render.app_item(a, shape, self._member_fragment(shape))
-                    alter(a, d)
-                    out.append(d)
-            body = render.app_envelope(out, len(self._apps), page, page_size)
-            if picker is None:
-                self._pages[key] = body
+            return self._page(
+                ("apps", shape, page, page_size),
+                self._apps,
+                lambda a: self.app_fragment(a, shape),
+                lambda a: render.app_item(a, shape, self._member_fragment(shape)),
+                render.app_envelope,
+                picker,
+            )
+
+    def _page(
+        self,
+        key: PageKey,
+        listing: list[E],
+        fragment: Callable[[E], bytes],
+        fresh: Callable[[E], JsonDict],
+        envelope: Callable[[list[Any], int, int, int], bytes],
+        picker: ItemPicker | None,
+    ) -> tuple[bytes, list[E]]:
+        """One page of ``listing`` (``key`` = endpoint, shape, page, page size) and its entities.
+
+        ``fragment`` gives an entity's cached item bytes, ``fresh`` a new item dict for the picker
+        to alter, ``envelope`` wraps the items.
+        """
+        _, _, page, page_size = key
+        items = PageRequest(page, page_size).slice(listing)
+        if picker is None and (body := self._pages.get(key)) is not None:
             return body, items
+        out: list[Any] = []
+        for entity in items:
+            alter = picker(entity) if picker else None
+            if alter is None:
+                out.append(orjson.Fragment(fragment(entity)))
+            else:
+                d = fresh(entity)
+                alter(entity, d)
+                out.append(d)
+        body = envelope(out, len(listing), page, page_size)
+        if picker is None:
+            self._pages[key] = body
+        return body, items
 
     def warm(self, shapes: tuple[Shape, ...] = SHAPES) -> None:
         """Render every item fragment now (a server can do this before it listens)."""

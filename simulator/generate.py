@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
 
-from simulator.model import App, Creator, Cvm, Kms, Node, Profile, Workspace, iso
+from simulator.model import App, Creator, Cvm, Kms, Node, OsImage, Profile, Workspace, iso
 
 T = TypeVar("T")
 
@@ -258,7 +258,7 @@ class Factory:
         os_ = None
         if rng.random() > 0.03:
             os_name, os_version, is_dev = rng.choice(OS_IMAGES)
-            os_ = (os_name, os_version, is_dev, hex_id(rng, 32))
+            os_ = OsImage(os_name, os_version, is_dev, hex_id(rng, 32))
         replica = len(app.members)
         base = app.name or f"{rng.choice(NOUNS)}-{rng.choice(APP_KINDS)}"
         return Cvm(

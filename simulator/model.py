@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sync.records import normalize_vm_uuid
+from sync.records import AppRecord, normalize_vm_uuid
 
 JsonDict = dict[str, Any]
 
@@ -72,6 +72,15 @@ class Creator:
     username: str
     avatar_url: str | None
     published: bool = False
+
+
+class OsImage(NamedTuple):
+    """The OS image a CVM runs."""
+
+    name: str
+    version: str
+    is_dev: bool
+    image_hash: str
 
 
 @dataclass(slots=True, eq=False)
@@ -136,7 +145,7 @@ class Cvm:
     workspace: Workspace | None
     creator: Creator | None
     project_type: str | None
-    os: tuple[str, str, bool, str] | None  # name, version, is_dev, image hash
+    os: OsImage | None
     compose_hash: str | None
     public_logs: bool
     public_sysinfo: bool
@@ -189,19 +198,26 @@ def cvm_record(c: Cvm) -> JsonDict:
         "gateway_domain": c.app.gateway_domain,
         "kms_type": kms.kms_type if kms else None,
         "kms_chain_id": kms.chain_id if kms else None,
-        "os_name": os_[0] if os_ else None,
-        "os_version": os_[1] if os_ else None,
-        "os_image_hash": os_[3] if os_ else None,
-        "os_is_dev": os_[2] if os_ else None,
+        "os_name": os_.name if os_ else None,
+        "os_version": os_.version if os_ else None,
+        "os_image_hash": os_.image_hash if os_ else None,
+        "os_is_dev": os_.is_dev if os_ else None,
         "compose_hash": c.compose_hash,
+        **compose_settings(c),
+        "created_at": c.created_iso,
+        "api_deleted_at": None,
+    }
+
+
+def compose_settings(c: Cvm) -> JsonDict:
+    """The CVM's app-compose settings, named as in its record and the legacy compose file."""
+    return {
         "gateway_enabled": c.gateway_enabled,
         "public_logs": c.public_logs,
         "public_sysinfo": c.public_sysinfo,
         "public_tcbinfo": c.public_tcbinfo,
         "secure_time": c.secure_time,
         "storage_fs": c.storage_fs,
-        "created_at": c.created_iso,
-        "api_deleted_at": None,
     }
 
 
@@ -228,27 +244,9 @@ def creator_record(u: Creator) -> JsonDict:
 def app_record(a: App) -> JsonDict:
     """The app's canonical ``AppRecord`` fields (a minimal app: everything but app_id is null)."""
     if a.minimal:
-        return {
-            "app_id": a.app_id,
-            **dict.fromkeys(
-                (
-                    "project_id",
-                    "name",
-                    "app_provision_type",
-                    "app_icon_url",
-                    "created_at",
-                    "kms_type",
-                    "profile_display_name",
-                    "profile_avatar_url",
-                    "profile_description",
-                    "profile_custom_domain",
-                    "cvm_count",
-                    "current_vm_uuid",
-                    "team_slug",
-                    "team_name",
-                )
-            ),
-        }
+        record: JsonDict = dict.fromkeys(AppRecord.field_names())
+        record["app_id"] = a.app_id
+        return record
     p = a.profile
     current = a.current
     ws = a.workspace

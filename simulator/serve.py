@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final, Self
@@ -96,7 +97,34 @@ def uvicorn_server(
     return uvicorn.Server(config)
 
 
-class SimulatorServer:
+class _Served(ABC):
+    """A simulator served over loopback; a context manager that starts and stops it."""
+
+    #: ``http://127.0.0.1:PORT/api/v1`` once started.
+    base_url: str
+
+    @property
+    def admin_url(self) -> str:
+        """The root the admin endpoints hang off: the base URL without ``/api/v1``."""
+        return self.base_url.removesuffix("/api/v1")
+
+    @abstractmethod
+    def start(self) -> str:
+        """Start serving; returns the base URL."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop serving (nothing happens when not started)."""
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SimulatorServer(_Served):
     """The simulator served by uvicorn in a background thread of this process.
 
     ``with SimulatorServer(api_key="k", cvms=500) as server: server.base_url`` ... Pass ``app``
@@ -130,10 +158,6 @@ class SimulatorServer:
     def fleet(self) -> Fleet:
         return self.simulator.fleet
 
-    @property
-    def admin_url(self) -> str:
-        return self.base_url.removesuffix("/api/v1")
-
     def start(self) -> str:
         """Start serving; returns the base URL (``http://127.0.0.1:PORT/api/v1``)."""
         if self._thread is not None:
@@ -162,13 +186,6 @@ class SimulatorServer:
             self._thread.join(timeout=10)
         self._server = None
         self._thread = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @contextmanager
@@ -202,7 +219,7 @@ def simulate_argv(
     return argv
 
 
-class SimulatorProcess:
+class SimulatorProcess(_Served):
     """The simulator in a child process (``python -m simulator serve``).
 
     ``with SimulatorProcess(api_key="k", cvms=100_000) as proc: proc.base_url`` ... The API key
@@ -232,10 +249,6 @@ class SimulatorProcess:
         self.base_url = ""
         self.process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def admin_url(self) -> str:
-        return self.base_url.removesuffix("/api/v1")
-
     def start(self) -> str:
         proc = self.process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, env=self.env)
         assert proc.stdout is not None
@@ -260,13 +273,6 @@ class SimulatorProcess:
         if proc.stdout is not None:
             proc.stdout.close()
         self.process = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _spec_text(rule: str | Mapping[str, Any] | FaultRule) -> str:

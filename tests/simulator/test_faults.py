@@ -238,12 +238,19 @@ def _keys(caller: Caller, page: int) -> list[str]:
     return [i["vm_uuid"].replace("-", "") for i in items]
 
 
+def _first_three_pages(caller: Caller, before: list[str]) -> list[list[str]]:
+    """Pages 1 to 3 (10 items each) read in order: a page drift fires once page 2 is served,
+    so pages 1 and 2 show the listing as it was ``before``."""
+    pages = [_keys(caller, page) for page in (1, 2, 3)]
+    assert pages[0] + pages[1] == before[:20]
+    return pages
+
+
 def test_page_drift_insert_shows_items_twice(make_caller: Any) -> None:
     fleet = Fleet(100, seed=1)
     caller: Caller = make_caller(fleet, faults=["page_drift:page=2,insert=3,endpoint=cvms"])
     before = fleet.vm_uuids()
-    p1, p2, p3 = _keys(caller, 1), _keys(caller, 2), _keys(caller, 3)
-    assert p1 + p2 == before[:20]
+    _, _, p3 = _first_three_pages(caller, before)
     assert p3 == before[17:27]  # three items of page 2 come again on page 3
     steps = fleet.changes()
     assert len(steps) == 1
@@ -257,8 +264,7 @@ def test_page_drift_delete_skips_items(make_caller: Any) -> None:
     fleet = Fleet(100, seed=2)
     caller: Caller = make_caller(fleet, faults=["page_drift:page=2,delete=4"])
     before = fleet.vm_uuids()
-    p1, p2, p3 = _keys(caller, 1), _keys(caller, 2), _keys(caller, 3)
-    assert p1 + p2 == before[:20]
+    p1, p2, p3 = _first_three_pages(caller, before)
     deleted = {c["entity_id"] for c in fleet.changes()[0] if c["entity_type"] == "cvm"}
     assert len(deleted) == 4
     assert deleted <= set(p1 + p2)

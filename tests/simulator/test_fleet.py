@@ -17,6 +17,10 @@ def norm(uuid: str) -> str:
     return uuid.replace("-", "").lower()
 
 
+#: Facts both shapes keep at the top level of a CVM item, under their canonical names.
+TOP_LEVEL_FACTS = ("name", "status", "in_progress", "listed", "project_type")
+
+
 def legacy_facts(item: dict[str, Any]) -> dict[str, Any]:
     """The canonical facts of a ``HostedCvm`` item (the mapping the normalizer relies on)."""
     hosted, node, kms = item["hosted"], item["node"], item["kms_info"]
@@ -27,14 +31,10 @@ def legacy_facts(item: dict[str, Any]) -> dict[str, Any]:
     assert node is None or isinstance(node["name"], str)
     assert kms is None or {"id", "url", "version"} <= set(kms)
     return {
+        **{name: item[name] for name in TOP_LEVEL_FACTS},
         "vm_uuid": norm(hosted["id"]),
-        "name": item["name"],
         "app_id": hosted["app_id"],
         "instance_id": hosted["instance_id"],
-        "status": item["status"],
-        "in_progress": item["in_progress"],
-        "listed": item["listed"],
-        "project_type": item["project_type"],
         "vcpu": item["vcpu"],
         "memory_mb": item["memory"],
         "disk_gb": item["disk_size"],
@@ -52,14 +52,10 @@ def current_facts(item: dict[str, Any]) -> dict[str, Any]:
     memory_mb = res["memory_in_gb"] * 1024
     assert memory_mb == int(memory_mb)  # MB / 1024 converts back exactly
     return {
+        **{name: item[name] for name in TOP_LEVEL_FACTS},
         "vm_uuid": norm(item["vm_uuid"]),
-        "name": item["name"],
         "app_id": item["app_id"],
         "instance_id": item["instance_id"],
-        "status": item["status"],
-        "in_progress": item["in_progress"],
-        "listed": item["listed"],
-        "project_type": item["project_type"],
         "vcpu": res["vcpu"],
         "memory_mb": int(memory_mb),
         "disk_gb": res["disk_in_gb"],
