@@ -16,9 +16,8 @@ import gc
 import json
 import pstats
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ from sync.run import run_sync
 from sync.settings import Settings
 from sync.store.engine import make_engine
 from sync.store.migrate import upgrade
-from sync.store.staging import Stager
 
 API_KEY = "bench-api-key"
 PAGE_SIZE = 100
@@ -64,12 +62,10 @@ def migrated(kind: str, postgres_url: str) -> Iterator[tuple[str, Engine]]:
 
 
 def profile(db: str, size: int, seed: int, postgres_url: str, top: int) -> dict[str, Any]:
-    """A first sync and an unchanged resync under cProfile: the main thread (HTTP, parsing,
-    apply, and staging when it runs on the event loop) and, when staging runs in a worker thread,
-    that thread each have their own profiler; their stats are merged.
+    """A first sync and an unchanged resync under cProfile (HTTP, parsing, staging and apply all
+    run on the main thread's event loop).
     """
     out: dict[str, Any] = {"db": db, "size": size, "profiles": {}}
-    main_thread = threading.get_ident()
     print(f"[profile {db} {size:,} CVMs] starting the simulator ...", flush=True)
     with (
         SimulatorProcess(api_key=API_KEY, cvms=size, seed=seed, prewarm=True) as proc,
@@ -77,47 +73,18 @@ def profile(db: str, size: int, seed: int, postgres_url: str, top: int) -> dict[
     ):
         settings = bench_settings(proc.base_url, url)
         for name in ("first", "resync_unchanged"):
-            main, worker = cProfile.Profile(), cProfile.Profile()
-            saved = Stager.cvm_page, Stager.app_page
-
-            def profiled(
-                fn: Callable[[Stager, Any], None], worker: cProfile.Profile = worker
-            ) -> Callable[[Stager, Any], None]:
-                def call(self: Stager, page: Any) -> None:
-                    if threading.get_ident() == main_thread:
-                        fn(self, page)  # staging on the event loop: the main profiler sees it
-                        return
-                    worker.enable()
-                    try:
-                        fn(self, page)
-                    finally:
-                        worker.disable()
-
-                return call
-
-            setattr(Stager, "cvm_page", profiled(saved[0]))  # noqa: B010
-            setattr(Stager, "app_page", profiled(saved[1]))  # noqa: B010
-            try:
-                gc.collect()
-                start = time.perf_counter()
-                main.enable()
-                run_sync(engine, settings)
-                main.disable()
-                wall = time.perf_counter() - start
-            finally:
-                setattr(Stager, "cvm_page", saved[0])  # noqa: B010
-                setattr(Stager, "app_page", saved[1])  # noqa: B010
-            stats = pstats.Stats(main)
-            threaded = bool(worker.getstats())  # False when staging ran on the event loop
-            if threaded:
-                stats.add(worker)
+            profiler = cProfile.Profile()
+            gc.collect()
+            start = time.perf_counter()
+            profiler.enable()
+            run_sync(engine, settings)
+            profiler.disable()
+            wall = time.perf_counter() - start
+            stats = pstats.Stats(profiler)
             out["profiles"][name] = {
                 "wall_s_under_profiler": round(wall, 2),
                 "by_tottime": _top(stats, "tottime", top),
                 "by_cumtime": _top(stats, "cumulative", top),
-                "staging_thread_by_tottime": (
-                    _top(pstats.Stats(worker), "tottime", top) if threaded else []
-                ),
             }
             print(f"  {name}: {wall:.1f} s under the profiler", flush=True)
     return out

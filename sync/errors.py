@@ -18,7 +18,8 @@
     │   ├── InvalidItemError            one item is invalid under the ``strict`` policy
     │   └── TooManyInvalidItemsError    ``quarantine`` policy, above the allowed invalid share
     └── StoreError                      the database side
-        ├── RunLockedError              another run holds the database's run lock
+        ├── UnstorableItemError         the database refused items beyond what the policy allows
+        ├── RunLockedError              another run holds the database's or the target's lock
         └── IncompatibleSchemaError     the database is not migrated to this code's head
 
 ``retriable`` on a class says whether a retry of the same request may succeed. Messages say what

@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from sync.run import OnPage
+    from sync.listing import OnPage
 
 __all__ = ["TerminalProgress", "ThrottledLog", "describe", "listening", "notify"]
 

@@ -12,7 +12,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -22,20 +22,17 @@ from sqlalchemy import Engine, func, select
 
 from models import QuarantinedItem, table_of
 from sync.api.client import PhalaClient
-from sync.api.pages import Endpoint, Page
 from sync.errors import TooManyInvalidItemsError, UnstorableItemError
+from sync.listing import ListingResult, OnPage, read_listing
 from sync.records import EntityType
 from sync.settings import Settings
 from sync.store.apply import EntityCounts, RefusedItem, apply_staged, quarantine_refused
 from sync.store.ledger import close_abandoned, fail_run, finish_run, require_running, start_run
 from sync.store.lock import run_lock
 from sync.store.migrate import ensure_schema
-from sync.store.staging import LISTED, Stager, clear_staging, discard_earlier_passes
+from sync.store.staging import Stager, clear_staging
 
 log = logging.getLogger(__name__)
-
-#: A drifted listing is read again up to this many times in all before it is called incomplete.
-MAX_PASSES = 3
 
 #: Seconds a run waits at least for the database's lock before it opens its ledger row or applies.
 DATABASE_LOCK_WAIT = 600.0
@@ -50,30 +47,6 @@ GC_THRESHOLD = 5_000
 #: the CPU-bound parts and the rest is waiting for the API; ``load_known``, reading the stored
 #: hashes; ``apply``, the apply transaction.
 TIMINGS = ("fetch", "load_known", "parse", "stage", "apply")
-
-#: Called after each staged page: (endpoint, pages staged, pages planned, items staged).
-OnPage = Callable[[str, int, int, int], None]
-
-
-@dataclass(frozen=True)
-class ListingResult:
-    """What one endpoint's listing saw, and whether it may be trusted for deletions.
-
-    ``unchanged`` counts the listed items whose bytes equal the stored ones (never staged);
-    ``gone`` holds the stored live entities of the target that a complete listing did not show.
-    """
-
-    endpoint: Endpoint
-    passes: int
-    pages: int
-    items: int
-    quarantined: int
-    api_total: int
-    distinct: int
-    complete: bool
-    reason: str | None = None
-    unchanged: int = 0
-    gone: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -173,70 +146,6 @@ def open_run(engine: Engine, settings: Settings) -> tuple[int, datetime]:
     return run_id, started
 
 
-async def _listing(
-    endpoint: Endpoint,
-    pages: Callable[[], AsyncIterator[Page[Any]]],
-    stage: Callable[[Page[Any]], None],
-    stager: Stager,
-    on_page: OnPage | None,
-) -> ListingResult:
-    total_pages = total_items = 0
-    result: ListingResult | None = None
-    for pass_no in range(1, MAX_PASSES + 1):
-        stager.begin_pass(endpoint, pass_no)
-        totals: set[int] = set()
-        planned = staged_pages = 0
-        async for page in pages():
-            stage(page)
-            totals.add(page.total)
-            planned = max(planned, page.pages)
-            staged_pages += 1
-            total_pages += 1
-            total_items += len(page.items) + len(page.unchanged)
-            if on_page is not None:
-                on_page(endpoint, staged_pages, planned, total_items)
-        stager.flush()
-        seen_pass = stager.current(endpoint)
-        seen = seen_pass.distinct + len(seen_pass.held_only)
-        api_total = max(totals) if totals else 0
-        reason: str | None = None
-        if seen_pass.unkeyed:
-            unkeyed = seen_pass.unkeyed
-            reason = f"{unkeyed} quarantined item(s) carry no id, so any CVM could be among them"
-        elif len(totals) > 1:
-            reason = f"the API total changed while paging ({min(totals)}..{max(totals)})"
-        elif seen != api_total:
-            reason = f"the API reported {api_total} items but {seen} distinct ones were listed"
-        result = ListingResult(
-            endpoint=endpoint,
-            passes=pass_no,
-            pages=total_pages,
-            items=total_items - stager.unstorable.get(endpoint, 0),
-            quarantined=stager.quarantined.get(endpoint, 0),
-            api_total=api_total,
-            distinct=seen,
-            complete=reason is None,
-            reason=reason,
-            unchanged=seen_pass.unchanged_skipped,
-            gone=tuple(stager.gone(endpoint)) if reason is None else (),
-        )
-        if reason is None:
-            if pass_no > 1:
-                discard_earlier_passes(stager.engine, stager.run_id, LISTED[endpoint], pass_no)
-            break
-        if seen_pass.unkeyed:
-            break
-        log.warning(
-            "%s listing pass %d inconsistent: %s; reading it again", endpoint, pass_no, reason
-        )
-    assert result is not None
-    if not result.complete:
-        log.warning(
-            "%s listing incomplete: %s; no deletions will be inferred", endpoint, result.reason
-        )
-    return result
-
-
 @contextlib.contextmanager
 def tuned_gc() -> Iterator[None]:
     """Fewer cyclic GC passes while a run streams pages: its objects die young and acyclic.
@@ -270,30 +179,16 @@ async def fetch_and_stage(
     start = time.perf_counter()
     clear_staging(engine, [run_id], quarantine=True)
     stager = Stager(engine, run_id, settings.target)
-    stager.load_known()
-    loaded = time.perf_counter()
     async with PhalaClient.from_settings(settings, transport=transport) as client:
         try:
             with tuned_gc():
-                cvms = await _listing(
-                    "cvms",
-                    lambda: client.cvm_pages(stager.known("cvm")),
-                    stager.cvm_page,
-                    stager,
-                    on_page,
-                )
-                apps = await _listing(
-                    "apps",
-                    lambda: client.app_pages(stager.known("app")),
-                    stager.app_page,
-                    stager,
-                    on_page,
-                )
+                cvms = await read_listing("cvms", client.cvm_pages, stager, on_page)
+                apps = await read_listing("apps", client.app_pages, stager, on_page)
         finally:
             stager.close()
     timings = {
         "fetch": time.perf_counter() - start,
-        "load_known": loaded - start,
+        "load_known": stager.load_seconds,
         "parse": client.parse_seconds,
         "stage": stager.seconds,
     }

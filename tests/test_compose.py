@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from sync.cli import cli
 from sync.settings import Settings
+from tests.sync.cli.test_commands import cli_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
@@ -41,22 +42,13 @@ def _command(service: dict[str, Any]) -> list[str]:
 def _cli_env_vars() -> set[str]:
     """Every environment variable a CLI option reads (``envvar=``), lazy commands included."""
     found: set[str] = set()
-
-    def walk(command: click.Command, ctx: click.Context) -> None:
+    for _, command in cli_commands():
         for param in command.params:
             envvar = getattr(param, "envvar", None)
             if isinstance(envvar, str):
                 found.add(envvar)
             elif envvar:
                 found.update(envvar)
-        if isinstance(command, click.Group):
-            for name in command.list_commands(ctx):
-                sub = command.get_command(ctx, name)
-                assert sub is not None
-                walk(sub, ctx)
-
-    with click.Context(cli) as ctx:
-        walk(cli, ctx)
     return found
 
 
@@ -66,6 +58,20 @@ def _settings_env_vars() -> set[str]:
         choices = getattr(info.validation_alias, "choices", None)
         names.add(str(choices[0]) if choices else f"PHALA_SYNC_{field.upper()}")
     return names
+
+
+def _assert_prefect_help_lists_options(args: list[str], argv: list[str]) -> None:
+    """``prefect <args> --help`` succeeds, and the help lists every option of ``argv``."""
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("prefect")), *args, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    for option in (a for a in argv if a.startswith("--")):
+        assert option in done.stdout, option
 
 
 def test_services_and_their_order() -> None:
@@ -124,17 +130,7 @@ def test_service_arguments_parse() -> None:
 def test_the_prefect_service_command_exists() -> None:
     argv = _command(SERVICES["prefect"])
     assert argv[:3] == ["prefect", "server", "start"]
-    prefect = Path(sys.executable).with_name("prefect")
-    done = subprocess.run(
-        [str(prefect), *argv[1:], "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    for option in (a for a in argv if a.startswith("--")):
-        assert option in done.stdout, option
+    _assert_prefect_help_lists_options(argv[1:], argv)
 
 
 def test_the_worker_polls_a_process_pool_with_real_options() -> None:
@@ -146,16 +142,7 @@ def test_the_worker_polls_a_process_pool_with_real_options() -> None:
     readme = (ROOT / "README.md").read_text()
     assert f"--work-pool {pool}" in readme
     assert f"--work-pool {pool}" in COMPOSE_TEXT  # the comment says how to deploy to it
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("prefect")), *argv[1:3], "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    for option in (a for a in argv if a.startswith("--")):
-        assert option in done.stdout, option
+    _assert_prefect_help_lists_options(argv[1:3], argv)
     deploy = cli.commands["deploy"].make_context("deploy", ["--work-pool", pool, "--target", "a"])
     assert deploy.params["work_pool"] == pool
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
+from sqlalchemy import Engine
 
 from sync.cli.options import database_option, open_database
 from sync.settings import build_settings
@@ -15,17 +18,24 @@ def db() -> None:
     """Create and migrate the database schema (Alembic)."""
 
 
+def _migrate(
+    database_url: str | None, step: Callable[[Engine], None]
+) -> tuple[str, str | None, str | None]:
+    """Run one Alembic ``step``; returns where (password hidden) and the revisions around it."""
+    settings = build_settings({"database_url": database_url})
+    with open_database(settings, schema="none") as engine:
+        before = migrate.current_revision(engine)
+        step(engine)
+        after = migrate.current_revision(engine)
+    return safe_database_url(settings.database_url), before, after
+
+
 @db.command()
 @click.argument("revision", default="head")
 @database_option
 def upgrade(revision: str, database_url: str | None) -> None:
     """Migrate the database up to REVISION (default: the latest, head)."""
-    settings = build_settings({"database_url": database_url})
-    with open_database(settings, schema="none") as engine:
-        before = migrate.current_revision(engine)
-        migrate.upgrade(engine, revision)
-        after = migrate.current_revision(engine)
-    where = safe_database_url(settings.database_url)
+    where, before, after = _migrate(database_url, lambda e: migrate.upgrade(e, revision))
     if before == after:
         click.echo(f"{where} is already at {after}")
     else:
@@ -37,12 +47,7 @@ def upgrade(revision: str, database_url: str | None) -> None:
 @database_option
 def downgrade(revision: str, database_url: str | None) -> None:
     """Migrate the database down to REVISION ('base' removes every table)."""
-    settings = build_settings({"database_url": database_url})
-    with open_database(settings, schema="none") as engine:
-        before = migrate.current_revision(engine)
-        migrate.downgrade(engine, revision)
-        after = migrate.current_revision(engine)
-    where = safe_database_url(settings.database_url)
+    where, before, after = _migrate(database_url, lambda e: migrate.downgrade(e, revision))
     click.echo(f"downgraded {where} from {before} to {after or 'base (empty)'}")
 
 

@@ -257,77 +257,81 @@ class _EntityApplier:
         raw: str | None,
         cur: Any,
     ) -> None:
-        spec = self.spec
-        key = spec.key_value(entity_id)
+        """Add one staged record to ``batch``: created, updated, restored, or only refreshed."""
+        key = self.spec.key_value(entity_id)
         if cur is None:
-            state = dict.fromkeys(spec.fields)
-            state.update(observed)
+            state = self._created(batch, key, observed, obs_hash, raw)
             change_type, changes = "created", created_changes(observed)
         else:
-            stored = {f: cur[f] for f in spec.fields}
-            state = merge(stored, observed)
+            stored = {f: cur[f] for f in self.spec.fields}
             changes = diff(stored, observed)
-            if cur["deleted_at"] is not None:
-                change_type = "restored"
-            elif changes:
-                change_type = "updated"
-            else:
-                batch.refreshes.append(
-                    {
-                        self._key_param: key,
-                        "observed_hash": obs_hash,
-                        "raw_json": raw,
-                        "last_seen_at": self.now,
-                        "last_seen_run_id": self.run_id,
-                    }
-                )
+            restored = cur["deleted_at"] is not None
+            if not (changes or restored):
+                batch.refreshes.append(self._seen(key, obs_hash, raw))
                 return
-        if self.spec.scoped:
-            state["target"] = self.target
-        if cur is None:
-            batch.created += 1
-            batch.inserts.append(
-                {
-                    spec.key: key,
-                    **state,
-                    "first_seen_at": self.now,
-                    "last_seen_at": self.now,
-                    "first_seen_run_id": self.run_id,
-                    "last_seen_run_id": self.run_id,
-                    "deleted_at": None,
-                    "observed_hash": obs_hash,
-                    "raw_json": raw,
-                }
-            )
-        else:
-            if change_type == "restored":
-                batch.restored += 1
-            else:
-                batch.updated += 1
-                batch.closes.append({self._key_param: key})
-            batch.updates.append(
-                {
-                    self._key_param: key,
-                    **state,
-                    "deleted_at": None,
-                    "observed_hash": obs_hash,
-                    "raw_json": raw,
-                    "last_seen_at": self.now,
-                    "last_seen_run_id": self.run_id,
-                }
-            )
+            state = self._changed(batch, key, merge(stored, observed), obs_hash, raw, restored)
+            change_type = "restored" if restored else "updated"
         batch.history.append(
+            {self.spec.key: key, **state, "valid_from": self.now, "valid_to": None,
+             "run_id": self.run_id}
+        )  # fmt: skip
+        batch.events.append(self._event(entity_id, change_type, changes))
+        if self.spec.entity_type == "app" and APP_MEMBERS in observed:
+            batch.members[entity_id] = list(observed[APP_MEMBERS] or [])
+
+    def _state(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """The inventory columns of an entity's new state (its target, for a listed type)."""
+        return {**fields, "target": self.target} if self.spec.scoped else fields
+
+    def _seen(self, key: Any, obs_hash: str, raw: str | None) -> dict[str, Any]:
+        """The columns that any write of a listed-again entity sets (hash, payload, last seen)."""
+        return {
+            self._key_param: key,
+            "observed_hash": obs_hash,
+            "raw_json": raw,
+            "last_seen_at": self.now,
+            "last_seen_run_id": self.run_id,
+        }
+
+    def _created(
+        self, batch: _Batch, key: Any, observed: dict[str, Any], obs_hash: str, raw: str | None
+    ) -> dict[str, Any]:
+        """Queue the insert of a new entity; its state is what was observed, the rest null."""
+        state = self._state({**dict.fromkeys(self.spec.fields), **observed})
+        batch.created += 1
+        batch.inserts.append(
             {
-                spec.key: key,
+                self.spec.key: key,
                 **state,
-                "valid_from": self.now,
-                "valid_to": None,
-                "run_id": self.run_id,
+                "first_seen_at": self.now,
+                "last_seen_at": self.now,
+                "first_seen_run_id": self.run_id,
+                "last_seen_run_id": self.run_id,
+                "deleted_at": None,
+                "observed_hash": obs_hash,
+                "raw_json": raw,
             }
         )
-        batch.events.append(self._event(entity_id, change_type, changes))
-        if spec.entity_type == "app" and APP_MEMBERS in observed:
-            batch.members[entity_id] = list(observed[APP_MEMBERS] or [])
+        return state
+
+    def _changed(
+        self,
+        batch: _Batch,
+        key: Any,
+        merged: dict[str, Any],
+        obs_hash: str,
+        raw: str | None,
+        restored: bool,
+    ) -> dict[str, Any]:
+        """Queue the update of a stored entity (closing its history row unless it was deleted)."""
+        state = self._state(merged)
+        if restored:
+            batch.restored += 1
+        else:
+            batch.updated += 1
+            batch.closes.append({self._key_param: key})
+        batch.updates.append({**self._seen(key, obs_hash, raw), **state, "deleted_at": None})
+        return state
 
     def _event(self, entity_id: str, change_type: str, changes: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -5,11 +5,10 @@ SQLite ``executemany``) and committed, and nothing of it is kept but keys and co
 workspaces and creators repeat on many CVMs, so each distinct observation of one is staged once per
 run. Staged rows never touch the inventory: only :mod:`sync.store.apply` does, atomically.
 
-Only what may have changed is staged. At the start of a run the stager reads the target's stored
-``(key, observed_hash)`` pairs of live CVMs and apps once (:meth:`Stager.load_known`); the client
-skips every item whose raw bytes hash to its stored value (:func:`sync.changes.source_hash`), and
-the stager only notes its key. What a listing pass showed (keys staged, keys skipped, quarantined
-ids) is kept in memory, so completeness and deletion inference are set arithmetic, not queries.
+Only what may have changed is staged. At the start of a listing pass the stager reads the target's
+stored ``(key, observed_hash)`` pairs of live CVMs or apps once (:meth:`Stager.load_known`); the
+client skips every item whose raw bytes hash to its stored value (:func:`sync.changes.source_hash`).
+What a pass showed is kept by :mod:`sync.listing`, which calls :meth:`Stager.stage` for each page.
 """
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, select
 
 from models import QuarantinedItem, StagedRecord, table_of
-from sync.api.pages import Endpoint, Page, Rejection
+from sync.api.pages import Page, Rejection
 from sync.changes import dumps_fields, observed_hash, source_hash
-from sync.records import LISTED_TYPES, AppBundle, CvmBundle, EntityType, Record
+from sync.records import AppBundle, CvmBundle, EntityType, Record
 from sync.store.bulk import copy_rows
 from sync.store.specs import APP_MEMBERS, SPECS
 
@@ -40,9 +39,6 @@ _COLUMNS = (
     "fields_json",
     "raw_json",
 )
-#: The entity type each endpoint lists.
-LISTED: dict[Endpoint, EntityType] = {"cvms": "cvm", "apps": "app"}
-
 StagedRow = tuple[int, str, str, int, str, str | None, str | None]
 
 
@@ -97,32 +93,6 @@ def _digest(stored_hash: str) -> bytes:
 
 
 @dataclass
-class ListingPass:
-    """What one pass of one listing showed: keys only, so a fleet costs a few MB."""
-
-    pass_no: int = 1
-    staged: set[str] = field(default_factory=set)  # new or changed items, written to staging
-    skipped: set[str] = field(default_factory=set)  # items whose bytes equal the stored ones
-    held: set[str] = field(default_factory=set)  # ids of quarantined items
-    unkeyed: int = 0  # quarantined items without an id
-    quarantined: int = 0
-
-    @property
-    def distinct(self) -> int:
-        """Distinct entities listed (staged or skipped), not counting quarantined ones."""
-        return len(self.staged | self.skipped)
-
-    @property
-    def held_only(self) -> set[str]:
-        """Quarantined ids that the pass did not also list validly."""
-        return self.held - self.staged - self.skipped
-
-    @property
-    def unchanged_skipped(self) -> int:
-        return len(self.skipped - self.staged)
-
-
-@dataclass
 class Stager:
     """Writes one run's pages to the staging table; one instance per run."""
 
@@ -132,58 +102,31 @@ class Stager:
     #: Pages written per commit: one transaction per page costs a commit round trip each.
     pages_per_commit: int = 20
     _refs: dict[tuple[str, str], Record] = field(default_factory=dict)
-    _known: dict[EntityType, dict[str, bytes]] = field(default_factory=dict)
-    _passes: dict[EntityType, ListingPass] = field(default_factory=dict)
     _conn: Connection | None = None
     _pending: int = 0
     #: Seconds spent building and writing staged rows (for run timings).
     seconds: float = 0.0
-    #: Items quarantined per endpoint over all passes (invalid, or with an unstorable value).
-    quarantined: dict[str, int] = field(default_factory=dict)
-    #: Of those, valid items set aside here for a value no column can hold (see _unstorable).
-    unstorable: dict[str, int] = field(default_factory=dict)
+    #: Seconds spent reading the stored hashes (for run timings).
+    load_seconds: float = 0.0
 
     # ------------------------------------------------------------------------ what is stored
-    def load_known(self, entity_types: Iterable[EntityType] = LISTED_TYPES) -> None:
-        """Read the stored ``(key, observed_hash)`` of the target's live CVMs and apps.
+    def load_known(self, entity_type: EntityType) -> dict[str, bytes]:
+        """The stored ``observed_hash`` by key of the target's live CVMs or apps.
 
-        Kept compact (hashes as 16-byte digests) and shrinking: an entry leaves the map when its
-        entity is listed (see :meth:`_note`), so what is left at the end is what was not seen.
+        Kept compact: hashes as 16-byte digests, about 10 MB for 100k entities.
         """
+        start = time.perf_counter()
+        spec = SPECS[entity_type]
+        t = spec.table
         with self.engine.connect() as conn:
-            for entity_type in entity_types:
-                spec = SPECS[entity_type]
-                t = spec.table
-                rows = conn.execute(
-                    select(spec.key_column, t.c.observed_hash).where(
-                        t.c.target == self.target, t.c.deleted_at.is_(None)
-                    )
+            rows = conn.execute(
+                select(spec.key_column, t.c.observed_hash).where(
+                    t.c.target == self.target, t.c.deleted_at.is_(None)
                 )
-                self._known[entity_type] = {str(k): _digest(h) for k, h in rows}
-
-    def known(self, entity_type: EntityType) -> dict[str, bytes]:
-        """Key -> stored digest of the live entities of this target not listed yet."""
-        return self._known.setdefault(entity_type, {})
-
-    # ------------------------------------------------------------------------ listing passes
-    def begin_pass(self, endpoint: Endpoint, pass_no: int) -> None:
-        entity_type = LISTED[endpoint]
-        if pass_no > 1 and entity_type in self._known:
-            self.load_known([entity_type])  # the earlier pass took its entries out
-        self._passes[entity_type] = ListingPass(pass_no)
-
-    def current(self, endpoint: Endpoint) -> ListingPass:
-        entity_type = LISTED[endpoint]
-        if entity_type not in self._passes:
-            self._passes[entity_type] = ListingPass()
-        return self._passes[entity_type]
-
-    def gone(self, endpoint: Endpoint) -> list[str]:
-        """Stored live entities of this target that the final pass did not show (sorted)."""
-        entity_type = LISTED[endpoint]
-        seen = self.current(endpoint)
-        known = self._known.get(entity_type, {})  # listed entities have left it (see _note)
-        return sorted(known.keys() - seen.held)
+            )
+            known = {str(k): _digest(h) for k, h in rows}
+        self.load_seconds += time.perf_counter() - start
+        return known
 
     # ------------------------------------------------------------------------ writing pages
     def flush(self) -> None:
@@ -206,82 +149,80 @@ class Stager:
             self._conn = self.engine.connect()
         return self._conn
 
-    def cvm_page(self, page: Page[CvmBundle]) -> None:
+    def stage(self, page: Page[Any], pass_no: int) -> tuple[list[str], list[Rejection]]:
+        """Write one page of pass ``pass_no``: its new or changed items and its quarantined ones.
+
+        Returns the keys staged and the valid items set aside for a value no column can hold.
+        """
         start = time.perf_counter()
-        listing = self.current("cvms")
-        known = self.known("cvm")
-        pass_no, version = listing.pass_no, page.version
+        if page.endpoint == "cvms":
+            rows, staged, set_aside = self._cvm_rows(page, pass_no)
+        else:
+            rows, staged, set_aside = self._app_rows(page, pass_no)
+        self._write(rows, [*page.quarantined, *set_aside], pass_no)
+        self.seconds += time.perf_counter() - start
+        return staged, set_aside
+
+    def _cvm_rows(
+        self, page: Page[CvmBundle], pass_no: int
+    ) -> tuple[list[StagedRow], list[str], list[Rejection]]:
+        """A CVM page's rows, with those of the references not staged yet in this run."""
+        run_id, version, refs = self.run_id, page.version, self._refs
         rows: list[StagedRow] = []
-        unstorable: list[Rejection] = []
-        refs = self._refs
+        staged: list[str] = []
+        set_aside: list[Rejection] = []
         for b in page.items:
             try:
-                row = staged_row(self.run_id, pass_no, b.cvm, b.raw, api_version=version)
+                row = staged_row(run_id, pass_no, b.cvm, b.raw, api_version=version)
                 new_refs = [
-                    (ref, staged_row(self.run_id, pass_no, ref, None))
+                    (ref, staged_row(run_id, pass_no, ref, None))
                     for ref in (b.node, b.workspace, b.creator)
                     if ref is not None and refs.get((ref.entity_type, ref.key)) != ref
                 ]
             except TypeError as exc:  # a value no column can hold (see _unstorable)
-                unstorable.append(_unstorable(page, b.cvm.key, b.raw, exc))
+                set_aside.append(_unstorable(page, b.cvm.key, b.raw, exc))
                 continue
             rows.append(row)
-            listing.staged.add(b.cvm.key)
-            known.pop(b.cvm.key, None)
+            staged.append(b.cvm.key)
             for ref, ref_row in new_refs:
                 refs[(ref.entity_type, ref.key)] = ref
                 rows.append(ref_row)
-        self._finish_page(listing, page, rows, unstorable, start)
+        return rows, staged, set_aside
 
-    def app_page(self, page: Page[AppBundle]) -> None:
-        start = time.perf_counter()
-        listing = self.current("apps")
-        known = self.known("app")
-        pass_no, version = listing.pass_no, page.version
+    def _app_rows(
+        self, page: Page[AppBundle], pass_no: int
+    ) -> tuple[list[StagedRow], list[str], list[Rejection]]:
+        """An app page's rows; an app's member CVMs travel as a pseudo-field."""
+        run_id, version = self.run_id, page.version
         rows: list[StagedRow] = []
-        unstorable: list[Rejection] = []
+        staged: list[str] = []
+        set_aside: list[Rejection] = []
         for b in page.items:
             members = b.member_vm_uuids
             extra = {APP_MEMBERS: list(members)} if isinstance(members, tuple) else None
             try:
-                row = staged_row(self.run_id, pass_no, b.app, b.raw, extra, api_version=version)
+                row = staged_row(run_id, pass_no, b.app, b.raw, extra, api_version=version)
             except TypeError as exc:
-                unstorable.append(_unstorable(page, b.app.key, b.raw, exc))
+                set_aside.append(_unstorable(page, b.app.key, b.raw, exc))
                 continue
             rows.append(row)
-            listing.staged.add(b.app.key)
-            known.pop(b.app.key, None)
-        self._finish_page(listing, page, rows, unstorable, start)
+            staged.append(b.app.key)
+        return rows, staged, set_aside
 
-    def _finish_page(
-        self,
-        listing: ListingPass,
-        page: Page[Any],
-        rows: Sequence[StagedRow],
-        unstorable: list[Rejection],
-        start: float,
-    ) -> None:
-        """Note what the page showed, write its rows and quarantined items, count its time."""
-        self._note(listing, page, unstorable)
-        held = [*page.quarantined, *unstorable]
-        self.quarantined[page.endpoint] = self.quarantined.get(page.endpoint, 0) + len(held)
-        self.unstorable[page.endpoint] = self.unstorable.get(page.endpoint, 0) + len(unstorable)
-        self._write(rows, held, listing.pass_no)
-        self.seconds += time.perf_counter() - start
+    def discard_earlier_passes(self, entity_type: EntityType, pass_no: int) -> None:
+        """Keep only the final listing pass of one entity type: the consistent one is the truth.
 
-    def _note(self, listing: ListingPass, page: Page[Any], unstorable: list[Rejection]) -> None:
-        """Count what a page showed; its skipped entities leave the map of those not listed yet."""
-        known = self._known.get(LISTED[page.endpoint])
-        if known:
-            for key in page.unchanged:
-                known.pop(key, None)
-        listing.skipped.update(page.unchanged)
-        listing.quarantined += len(page.quarantined) + len(unstorable)
-        for q in [*page.quarantined, *unstorable]:
-            if q.entity_id is None:
-                listing.unkeyed += 1
-            else:
-                listing.held.add(q.entity_id)
+        Items that an earlier, drifted pass showed but the consistent pass did not are gone (or
+        were never there), so they must not count as seen. Reference records are kept: they are
+        not listed.
+        """
+        s = _STAGING.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(_STAGING).where(
+                    s.run_id == self.run_id, s.entity_type == entity_type, s.pass_no < pass_no
+                )
+            )
 
     def _write(
         self, rows: Sequence[StagedRow], quarantined: Sequence[Rejection], pass_no: int
@@ -331,21 +272,6 @@ def insert_quarantined(
                 }
                 for q in items
             ],
-        )
-
-
-def discard_earlier_passes(engine: Engine, run_id: int, entity_type: str, pass_no: int) -> None:
-    """Keep only the final listing pass of one entity type: the consistent one is the truth.
-
-    Items that an earlier, drifted pass showed but the consistent pass did not are gone (or were
-    never there), so they must not count as seen. Reference records are kept: they are not listed.
-    """
-    s = _STAGING.c
-    with engine.begin() as conn:
-        conn.execute(
-            delete(_STAGING).where(
-                s.run_id == run_id, s.entity_type == entity_type, s.pass_no < pass_no
-            )
         )
 
 

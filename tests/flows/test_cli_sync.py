@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -26,8 +25,7 @@ from sqlalchemy import Engine
 from simulator import SimulatorServer
 from sync.cli import cli
 from sync.store import queries
-from sync.store.engine import make_engine
-from sync.store.migrate import upgrade
+from tests.flows.children import stop
 from tests.flows.conftest import API_KEY, FLEET
 from tests.sync.cli.test_commands import assert_one_line_error, from_the_future
 
@@ -42,12 +40,9 @@ def _empty_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def engine(sqlite_url: str) -> Iterator[Engine]:
-    """A migrated SQLite database (the CLI's behaviour does not depend on the backend)."""
-    eng = make_engine(sqlite_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
+def database_url(sqlite_url: str) -> str:
+    """SQLite only: the CLI's behaviour does not depend on the backend."""
+    return sqlite_url
 
 
 def _sync(*args: str) -> Result:
@@ -156,17 +151,14 @@ def test_serve_registers_one_limited_deployment_per_target(
     argv += ["--cron", "0 0 1 1 *", "--api-version", "2025-10-28", "--page-size", "40"]
     log = tmp_path / "serve.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            argv, env=env, cwd=tmp_path, stdout=out, stderr=out, start_new_session=True
+        )
     try:
         first = asyncio.run(_deployment("phala-sync/sync-first", timeout=60))
         second = asyncio.run(_deployment("phala-sync/sync-second", timeout=10))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     for deployment in (first, second):
         assert deployment.global_concurrency_limit is not None
         assert deployment.global_concurrency_limit.limit == 1

@@ -23,7 +23,8 @@ from tests.conftest import NEXT_REVISION
 from tests.flows.conftest import FLEET
 from tests.sync.cli.test_commands import assert_one_line_error
 
-pytestmark = pytest.mark.prefect
+#: Every test runs under the session's Prefect test server, with the simulator's key set.
+pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_api_url", "api_key_env")]
 
 
 @pytest.fixture(autouse=True)
@@ -71,11 +72,7 @@ def _fleet_ids(simulator: SimulatorServer) -> set[str]:
 
 
 def test_a_first_sync_creates_the_schema_and_fills_the_inventory(
-    prefect_api_url: str,
-    simulator: SimulatorServer,
-    database_url: str,
-    api_key_env: str,
-    said: list[str],
+    simulator: SimulatorServer, database_url: str, said: list[str]
 ) -> None:
     result = _sync(database_url, simulator)
     assert result.exit_code == 0, result.output
@@ -94,12 +91,10 @@ def test_a_first_sync_creates_the_schema_and_fills_the_inventory(
 
 
 def test_an_older_database_is_refused_then_migrated_with_the_flag(
-    prefect_api_url: str,
     simulator: SimulatorServer,
     database_url: str,
     engine: Engine,
     next_release: str,
-    api_key_env: str,
     said: list[str],
 ) -> None:
     refused = _sync(database_url, simulator)
@@ -123,12 +118,10 @@ def test_an_older_database_is_refused_then_migrated_with_the_flag(
 
 
 def test_the_setting_migrates_too(
-    prefect_api_url: str,
     simulator: SimulatorServer,
     database_url: str,
     engine: Engine,
     next_release: str,
-    api_key_env: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PHALA_SYNC_MIGRATE", "true")
@@ -138,7 +131,7 @@ def test_the_setting_migrates_too(
 
 
 def test_a_missing_sqlite_directory_is_still_refused(
-    prefect_api_url: str, simulator: SimulatorServer, tmp_path: Path, api_key_env: str
+    simulator: SimulatorServer, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'no-such-dir' / 'x.db'}"
     assert_one_line_error(_sync(url, simulator), "no-such-dir", "does not exist")

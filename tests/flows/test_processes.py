@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import orjson
@@ -24,6 +24,7 @@ import pytest
 from simulator import SimulatorServer
 from sync.store import queries
 from sync.store.engine import make_engine
+from tests.flows.children import start, stop
 from tests.flows.conftest import API_KEY
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
@@ -41,26 +42,6 @@ def _base_env(**extra: str) -> dict[str, str]:
         if not k.startswith("PHALA_") and k not in {"PREFECT_API_URL", "PREFECT_HOME"}
     }
     return {**env, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **extra}
-
-
-def _start(argv: list[str], *, seconds: int, log: IO[str], **popen: Any) -> subprocess.Popen[str]:
-    """``argv`` bounded by ``timeout -k``, in a process group of its own."""
-    bounded = ["timeout", "-k", "5", str(seconds), *argv]
-    return subprocess.Popen(
-        bounded, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True, **popen
-    )
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM the process group, SIGKILL it after 20 s; reap."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _fleet_ids(simulator: SimulatorServer) -> set[str]:
@@ -89,13 +70,13 @@ def test_a_served_deployment_run_fills_an_empty_database(
     )
     argv = [PHALA_SYNC, "serve", "--target", "served", "--cron", "0 0 1 1 *"]
     with (tmp_path / "serve.log").open("w") as log:
-        proc = _start(argv, seconds=300, log=log, env=env, cwd=tmp_path)
+        proc = start(argv, seconds=300, log=log, env=env, cwd=tmp_path)
     try:
         run = _wait_for(lambda: _run_when_served(run_deployment), timeout=90)
         assert run.state is not None
         assert run.state.is_completed(), (run.state, (tmp_path / "serve.log").read_text())
     finally:
-        _stop(proc)
+        stop(proc)
     assert _inventory_ids(sqlite_url, "served") == _fleet_ids(simulator)
 
 
@@ -157,7 +138,7 @@ def test_a_sync_killed_with_sigkill_leaves_no_process_behind(
     argv = [PHALA_SYNC, "sync", "--database-url", f"sqlite:///{database}",
             "--base-url", simulator.base_url, "--page-size", "5", "--concurrency", "1"]  # fmt: skip
     with (tmp_path / "sync.log").open("w") as log:
-        proc = _start(argv, seconds=300, log=log, env=env, cwd=tmp_path)
+        proc = start(argv, seconds=300, log=log, env=env, cwd=tmp_path)
     seen: dict[int, str] = {}
     try:
         deadline = time.monotonic() + 150
@@ -179,7 +160,7 @@ def test_a_sync_killed_with_sigkill_leaves_no_process_behind(
         for pid in _marked(marker):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        _stop(proc)
+        stop(proc)
 
 
 # ---------------------------------------------------------------------------------- work pool
@@ -199,7 +180,7 @@ def prefect_server(tmp_path: Path) -> Iterator[str]:
     argv = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
-        proc = _start(argv, seconds=900, log=log, env=env, cwd=tmp_path)
+        proc = start(argv, seconds=900, log=log, env=env, cwd=tmp_path)
     api = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + 150
@@ -212,7 +193,7 @@ def prefect_server(tmp_path: Path) -> Iterator[str]:
             time.sleep(0.5)
         yield api
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def _run(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 180) -> str:
@@ -272,7 +253,7 @@ def test_a_stock_worker_runs_two_deployed_targets_into_one_postgres_database(
         SimulatorServer(api_key=key_b, cvms=45, seed=22) as beta,
         (tmp_path / "worker.log").open("w") as log,
     ):
-        worker = _start(
+        worker = start(
             [PREFECT, "worker", "start", "--pool", "phala-pool"],
             seconds=600,
             log=log,
@@ -291,7 +272,7 @@ def test_a_stock_worker_runs_two_deployed_targets_into_one_postgres_database(
                 )  # fmt: skip
                 assert "Completed" in watched, (watched, (tmp_path / "worker.log").read_text())
         finally:
-            _stop(worker)
+            stop(worker)
         for name, simulator in (("alpha", alpha), ("beta", beta)):
             ids = _inventory_ids(postgres_url, name)
             assert len(ids) == len(simulator.fleet.snapshot()["cvms"])

@@ -33,7 +33,8 @@ from sync.errors import AuthError, ConfigError, RetriableApiError
 from sync.store import queries
 from tests.flows.conftest import API_KEY, FLEET
 
-pytestmark = pytest.mark.prefect
+#: Every test runs under the session's Prefect test server, with the simulator's key set.
+pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_api_url", "api_key_env")]
 
 
 def _flow(database_url: str, simulator: SimulatorServer, **params: Any) -> State[Any]:
@@ -77,11 +78,7 @@ def _fetch_attempts(records: dict[str, Any]) -> int:
 
 
 def test_flow_syncs_records_ledger_and_artifacts(
-    prefect_api_url: str,
-    simulator: SimulatorServer,
-    database_url: str,
-    engine: Engine,
-    api_key_env: str,
+    simulator: SimulatorServer, database_url: str, engine: Engine
 ) -> None:
     first = _flow(database_url, simulator)
     assert first.is_completed(), first.message
@@ -134,12 +131,7 @@ def _other_changes(engine: Engine, run_id: int) -> int:
 
 
 def test_wrong_key_fails_once_and_is_recorded(
-    prefect_api_url: str,
-    simulator: SimulatorServer,
-    database_url: str,
-    engine: Engine,
-    api_key_env: str,
-    monkeypatch: pytest.MonkeyPatch,
+    simulator: SimulatorServer, database_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PHALA_CLOUD_API_KEY", "phak_wrong")
     state = _flow(database_url, simulator, fetch_retries=2)
@@ -153,11 +145,7 @@ def test_wrong_key_fails_once_and_is_recorded(
 
 
 def test_retriable_failure_retries_the_fetch_from_scratch(
-    prefect_api_url: str,
-    simulator: SimulatorServer,
-    database_url: str,
-    engine: Engine,
-    api_key_env: str,
+    simulator: SimulatorServer, database_url: str, engine: Engine
 ) -> None:
     # Page 3 of the CVMs answers 503 once: the client gives up (one attempt), the task retries.
     simulator.simulator.faults.set(["503:endpoint=cvms,page=3,times=1"])
@@ -172,11 +160,7 @@ def test_retriable_failure_retries_the_fetch_from_scratch(
 
 
 def test_retries_exhausted_leaves_a_failed_run(
-    prefect_api_url: str,
-    simulator: SimulatorServer,
-    database_url: str,
-    engine: Engine,
-    api_key_env: str,
+    simulator: SimulatorServer, database_url: str, engine: Engine
 ) -> None:
     simulator.simulator.faults.set(["503:endpoint=cvms,page=2"])
     state = _flow(database_url, simulator, fetch_retries=1)
@@ -190,12 +174,7 @@ def test_retries_exhausted_leaves_a_failed_run(
 
 
 def test_key_from_a_secret_block(
-    prefect_api_url: str,
-    simulator: SimulatorServer,
-    database_url: str,
-    engine: Engine,
-    api_key_env: str,
-    monkeypatch: pytest.MonkeyPatch,
+    simulator: SimulatorServer, database_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prefect.blocks.system import Secret
 
@@ -212,11 +191,7 @@ def test_key_from_a_secret_block(
 
 
 def test_no_key_and_password_parameter_are_refused(
-    prefect_api_url: str,
-    simulator: SimulatorServer,
-    sqlite_url: str,
-    api_key_env: str,
-    monkeypatch: pytest.MonkeyPatch,
+    simulator: SimulatorServer, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with_password = _flow("postgresql://user:hunter2@127.0.0.1:1/db", simulator)
     with pytest.raises(ConfigError, match="PHALA_SYNC_DATABASE_URL"):

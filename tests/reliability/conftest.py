@@ -152,6 +152,18 @@ class Harness:
         self.expect(summary, version=str(overrides.get("api_version", "2026-01-21")))
         return summary
 
+    def baseline_and_step(self) -> None:
+        """The usual start of a scenario: a baseline run, then one step of every kind of change
+        (:data:`EVOLVE`, seed 3) for the run under test to record."""
+        self.baseline()
+        self.fleet.evolve(EVOLVE, seed=3)
+
+    def clean_run(self, **overrides: Any) -> list[Event]:
+        """Faults off, then a run that records exactly what the model expects: what the runs
+        under faults left to record. Returns its events."""
+        self.faults.set([])
+        return self.expect(self.run(**overrides))
+
 
 @dataclass(frozen=True)
 class Before:

@@ -30,6 +30,7 @@ from sqlalchemy import Engine, Table, select
 
 from models import Base
 from simulator import Fleet
+from tests.carried_fields import LEGACY_NODE_CARRIED, LEGACY_UNKNOWN_CVM_FIELDS, TEAM_FIELDS
 
 LEGACY = "2025-10-28"
 CURRENT_VERSIONS = ("2026-01-21", "2026-05-22", "2026-06-23")
@@ -66,33 +67,6 @@ BOOKKEEPING = frozenset(
     }
 )
 HISTORY_BOOKKEEPING = frozenset({"target", "history_id", "valid_from", "valid_to", "run_id"})
-#: CVM columns the 2025-10-28 version does not carry (docs/schema.md, "(not carried)").
-LEGACY_CVM_UNCARRIED = frozenset(
-    {
-        "cvm_id",
-        "instance_type",
-        "gpus",
-        "compute_billing_price",
-        "workspace_id",
-        "creator_id",
-        "kms_type",
-        "os_name",
-        "os_version",
-        "os_image_hash",
-        "os_is_dev",
-        "compose_hash",
-        "gateway_enabled",
-        "public_logs",
-        "public_sysinfo",
-        "public_tcbinfo",
-        "secure_time",
-        "storage_fs",
-        "created_at",
-        "api_deleted_at",
-    }
-)
-LEGACY_NODE_CARRIED = frozenset({"name", "region"})
-TEAM_FIELDS = frozenset({"team_slug", "team_name"})
 DATETIME_FIELDS: dict[str, frozenset[str]] = {"cvm": frozenset({"created_at", "api_deleted_at"})}
 
 #: Every inventory, history and event table: a failed run must leave each exactly as it was.
@@ -170,7 +144,7 @@ def carried(entity_type: str, record: Mapping[str, Any], version: str) -> dict[s
     key = TABLES[entity_type][2]
     fields = {k: v for k, v in record.items() if k != key}
     if entity_type == "cvm" and version == LEGACY:
-        return {k: v for k, v in fields.items() if k not in LEGACY_CVM_UNCARRIED}
+        return {k: v for k, v in fields.items() if k not in LEGACY_UNKNOWN_CVM_FIELDS}
     if entity_type == "node" and version == LEGACY:
         return {k: v for k, v in fields.items() if k in LEGACY_NODE_CARRIED}
     if entity_type == "app":

@@ -62,8 +62,7 @@ RIDDEN_OUT: dict[str, list[tuple[str, int | None]]] = {
 
 @pytest.mark.parametrize("rules", RIDDEN_OUT.values(), ids=RIDDEN_OUT.keys())
 def test_faults_the_retries_ride_out(harness: Harness, rules: list[tuple[str, int | None]]) -> None:
-    harness.baseline()
-    harness.fleet.evolve(EVOLVE, seed=3)
+    harness.baseline_and_step()
     harness.faults.set([spec for spec, _ in rules], seed=5)
     started = time.monotonic()
     summary = harness.run(max_attempts=8)
@@ -123,8 +122,7 @@ OUTLASTING = {
 
 @pytest.mark.parametrize("case", OUTLASTING.values(), ids=OUTLASTING.keys())
 def test_faults_that_outlast_the_retries_change_nothing(harness: Harness, case: Outlasting) -> None:
-    harness.baseline()
-    harness.fleet.evolve(EVOLVE, seed=3)
+    harness.baseline_and_step()
     before = Before.of(harness.engine)
     harness.faults.set([case.rule])
     exc = harness.fail(case.error)
@@ -135,9 +133,7 @@ def test_faults_that_outlast_the_retries_change_nothing(harness: Harness, case: 
     (rule,) = harness.faults.describe()["faults"]
     assert rule["fired"] == case.attempts
     # Nothing observed is lost: the next clean run records the whole step.
-    harness.faults.set([])
-    recovered = harness.run()
-    assert len(harness.expect(recovered)) >= 20
+    assert len(harness.clean_run()) >= 20
     assert_fleet_stored(harness.engine, harness.fleet)
 
 

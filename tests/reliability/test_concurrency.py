@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 from models import Cvm, table_of
 from sync.errors import RunLockedError
 from sync.run import RunSummary
-from tests.reliability.conftest import EVOLVE, Harness, new_harness
+from tests.reliability.conftest import Harness, new_harness
 from tests.reliability.oracle import assert_fleet_stored, count, observe, recorded_events, runs
 
 
@@ -43,8 +43,7 @@ def together(n: int, fn: Callable[[int], RunSummary]) -> list[RunSummary | BaseE
 
 def test_the_second_run_exits_at_once_with_a_clear_error(harness: Harness) -> None:
     h = harness
-    h.baseline()
-    h.fleet.evolve(EVOLVE, seed=3)
+    h.baseline_and_step()
     h.faults.set(["latency:ms=60"])  # a run takes a few hundred ms: the two overlap
     ledger = runs(h.engine)
     results = together(2, lambda i: h.run(lock_timeout=0))
@@ -63,8 +62,7 @@ def test_the_second_run_exits_at_once_with_a_clear_error(harness: Harness) -> No
 @pytest.mark.parametrize("n", [2, 3])
 def test_waiting_runs_go_one_after_the_other(harness: Harness, n: int) -> None:
     h = harness
-    h.baseline()
-    h.fleet.evolve(EVOLVE, seed=3)
+    h.baseline_and_step()
     h.faults.set(["latency:ms=20"])
     history_before = count(h.engine, "cvm_history")
     results = together(n, lambda i: h.run(lock_timeout=60))

@@ -22,13 +22,12 @@ from sqlalchemy.exc import DBAPIError
 
 import sync.run as run_module
 import sync.store.apply as apply_module
-import sync.store.ledger as ledger_module
 import sync.store.staging as staging_module
 from sync.errors import RunLockedError
 from sync.store.engine import make_engine, normalize_database_url
 from sync.store.lock import run_lock
 from sync.store.migrate import upgrade
-from tests.reliability.conftest import EVOLVE, Before, Harness, new_harness
+from tests.reliability.conftest import Before, Harness, new_harness
 
 pytestmark = pytest.mark.postgres
 
@@ -137,24 +136,18 @@ def hook(pg: Pg, monkeypatch: pytest.MonkeyPatch, point: str) -> None:
     def kill_all(*_: Any) -> None:
         assert pg.terminate_all() >= 2  # the applying connection and the lock's
 
-    if point == "while staging":
+    # Where to patch, which calls to watch, what to do at the first one, and whether before it.
+    hooks: dict[str, tuple[Any, str, Callable[..., bool], Callable[..., None], bool]] = {
         # Only changed items are staged: the evolve step's CVMs, in their pages' COPY.
-        wrapped = once(staging_module.copy_rows, always, kill_conn, before=True)
-        monkeypatch.setattr(staging_module, "copy_rows", wrapped)
-    elif point == "after the CVM writes":
-        wrapped = once(applier._flush, is_cvm, kill_applier_conn, before=False)
-        monkeypatch.setattr(applier, "_flush", wrapped)
-    elif point == "after the CVM deletions":
-        wrapped = once(applier.infer_deletions, is_cvm, kill_applier_conn, before=False)
-        monkeypatch.setattr(applier, "infer_deletions", wrapped)
-    elif point == "before the ledger update":
-        wrapped = once(ledger_module.finish_run, always, kill_conn, before=True)
-        monkeypatch.setattr(run_module, "finish_run", wrapped)
-    elif point == "every connection, mid-apply":
-        wrapped = once(applier._flush, is_cvm, kill_all, before=False)
-        monkeypatch.setattr(applier, "_flush", wrapped)
-    else:
-        raise AssertionError(point)
+        "while staging": (staging_module, "copy_rows", always, kill_conn, True),
+        "after the CVM writes": (applier, "_flush", is_cvm, kill_applier_conn, False),
+        "after the CVM deletions": (applier, "infer_deletions", is_cvm, kill_applier_conn, False),
+        # The run's apply calls finish_run by the name sync.run imported.
+        "before the ledger update": (run_module, "finish_run", always, kill_conn, True),
+        "every connection, mid-apply": (applier, "_flush", is_cvm, kill_all, False),
+    }
+    owner, name, when, action, before = hooks[point]
+    monkeypatch.setattr(owner, name, once(getattr(owner, name), when, action, before=before))
 
 
 POINTS = [
@@ -174,8 +167,7 @@ def lost(message: str) -> bool:
 @pytest.mark.parametrize("point", POINTS)
 def test_connection_lost_fails_cleanly(pg: Pg, monkeypatch: pytest.MonkeyPatch, point: str) -> None:
     h = pg.harness
-    h.baseline()
-    h.fleet.evolve(EVOLVE, seed=3)
+    h.baseline_and_step()
     before = Before.of(h.engine)
     hook(pg, monkeypatch, point)
     with pytest.raises(DBAPIError) as info:
@@ -194,8 +186,7 @@ def test_a_run_that_loses_its_lock_does_not_go_on_unprotected(
     pg: Pg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = pg.harness
-    h.baseline()
-    h.fleet.evolve(EVOLVE, seed=3)
+    h.baseline_and_step()
     second: list[str] = []
 
     def second_run() -> None:
@@ -211,9 +202,10 @@ def test_a_run_that_loses_its_lock_does_not_go_on_unprotected(
         other.start()
         other.join()
 
-    stage_page = staging_module.Stager.cvm_page
+    # The third page staged is a CVM page (the CVM listing comes first and has more pages).
+    stage_page = staging_module.Stager.stage
     wrapped = once(stage_page, third_call(), intrude, before=True)
-    monkeypatch.setattr(staging_module.Stager, "cvm_page", wrapped)
+    monkeypatch.setattr(staging_module.Stager, "stage", wrapped)
     try:
         first = h.run().status
     except Exception as exc:  # failing because the lock was lost is a correct outcome

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from sync.run import MAX_PASSES
-from tests.reliability.conftest import EVOLVE, Harness
+from sync.listing import MAX_PASSES
+from tests.reliability.conftest import Harness
 from tests.reliability.oracle import (
     assert_consistent,
     assert_fleet_stored,
@@ -42,8 +42,7 @@ def test_items_inserted_while_paging_are_read_again_until_consistent(
     harness: Harness, endpoint: str
 ) -> None:
     h = harness
-    h.baseline()
-    h.fleet.evolve(EVOLVE, seed=3)
+    h.baseline_and_step()
     h.faults.set([f"page_drift:endpoint={endpoint},page=3,insert=4"])
     before = observe(h.fleet)
     summary = h.run()
@@ -60,15 +59,13 @@ def test_items_inserted_while_paging_are_read_again_until_consistent(
     ledger = runs(h.engine)[-1]
     assert ledger["api_total"] == ledger["seen"] == len(seen["cvm"])
     assert ledger["entity_counts"]["app"]["seen"] == len(seen["app"]) == h.fleet.app_count
-    h.faults.set([])
-    h.expect(h.run())
+    h.clean_run()
     assert_fleet_stored(h.engine, h.fleet)
 
 
 def test_cvms_deleted_while_paging_are_never_falsely_deleted(harness: Harness) -> None:
     h = harness
-    h.baseline()
-    h.fleet.evolve(EVOLVE, seed=3)
+    h.baseline_and_step()
     step = h.fleet.step_count
     before_run = live_cvms(h)
     before = observe(h.fleet)
@@ -89,8 +86,7 @@ def test_cvms_deleted_while_paging_are_never_falsely_deleted(harness: Harness) -
     seen = {**after, "cvm": {**after["cvm"], **{k: before["cvm"][k] for k in live - fleet}}}
     h.expect(summary, obs=seen)
     # Nothing observed is lost: the next clean run records exactly what is left to record.
-    h.faults.set([])
-    h.expect(h.run())
+    h.clean_run()
     assert_fleet_stored(h.engine, h.fleet)
     all_deleted = {e[1] for e in recorded_events(h.engine) if e[0] == "cvm" and e[2] == "deleted"}
     assert gone <= all_deleted

@@ -200,8 +200,7 @@ def test_an_interrupt_after_the_commit_leaves_the_run_succeeded(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = harness
-    h.baseline()
-    h.fleet.evolve(EVOLVE, seed=3)
+    h.baseline_and_step()
 
     def interrupted(*_: object, **__: object) -> None:
         raise KeyboardInterrupt  # the signal lands between the commit and the return

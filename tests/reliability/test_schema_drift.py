@@ -75,8 +75,7 @@ def quarantined(h: Harness, run_id: int) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("what", CVM_DRIFTS)
 def test_invalid_cvms_fail_a_strict_run_and_change_nothing(harness: Harness, what: str) -> None:
     h = harness
-    h.baseline()
-    h.fleet.evolve(EVOLVE, seed=3)
+    h.baseline_and_step()
     h.faults.set([f"drift:endpoint=cvms,what={what},share=0.05"], seed=9)
     bad = drifted(h, "cvms")
     assert bad
@@ -89,8 +88,7 @@ def test_invalid_cvms_fail_a_strict_run_and_change_nothing(harness: Harness, wha
     named = [key for key in bad if f"CVM {key}" in message]
     assert len(named) == 1, message
     assert failed["error"] == f"InvalidItemError: {message}".splitlines()[0]
-    h.faults.set([])
-    assert len(h.expect(h.run(validation_policy="strict"))) >= 20
+    assert len(h.clean_run(validation_policy="strict")) >= 20
 
 
 @pytest.mark.parametrize("what", CVM_DRIFTS)
@@ -121,15 +119,13 @@ def test_invalid_cvms_are_quarantined_never_deleted(harness: Harness, what: str)
         else:
             assert isinstance(raw["resource"]["vcpu"], str)
     # The next clean run records what the set-aside items hid.
-    h.faults.set([])
-    h.expect(h.run())
+    h.clean_run()
     assert_fleet_stored(h.engine, h.fleet)
 
 
 def test_too_many_invalid_items_fail_the_run_but_stay_visible(harness: Harness) -> None:
     h = harness
-    h.baseline()
-    h.fleet.evolve(EVOLVE, seed=3)
+    h.baseline_and_step()
     h.faults.set(["drift:endpoint=cvms,what=missing,share=0.3"], seed=9)
     held = drifted(h, "cvms")
     before = Before.of(h.engine)
@@ -138,8 +134,7 @@ def test_too_many_invalid_items_fail_the_run_but_stay_visible(harness: Harness) 
     assert f"see quarantined_items for run {failed['id']}" in str(exc)
     assert failed["error"].startswith("TooManyInvalidItemsError: ")
     assert {r["entity_id"] for r in quarantined(h, failed["id"])} == held
-    h.faults.set([])
-    h.expect(h.run())
+    h.clean_run()
 
 
 @pytest.mark.parametrize("version", [LEGACY, "2026-01-21"])
@@ -207,8 +202,7 @@ def test_a_new_enum_value_is_kept_as_sent(harness: Harness, version: str, policy
 
 def test_invalid_apps_are_quarantined_and_never_deleted(harness: Harness) -> None:
     h = harness
-    h.baseline()
-    h.fleet.evolve(EVOLVE, seed=3)
+    h.baseline_and_step()
     h.faults.set(["drift:endpoint=apps,what=missing,share=0.2"], seed=6)
     held = drifted(h, "apps")
     minimal = {a.app_id for a in h.fleet.apps() if a.minimal}
@@ -223,8 +217,7 @@ def test_invalid_apps_are_quarantined_and_never_deleted(harness: Harness) -> Non
     assert sorted(r["entity_id"] for r in rows if r["entity_id"]) == sorted(held - minimal)
     assert len([r for r in rows if r["entity_id"] is None]) == len(held & minimal)
     assert all(r["endpoint"] == "apps" for r in rows)
-    h.faults.set([])
-    h.expect(h.run())
+    h.clean_run()
 
 
 def test_a_run_failed_for_invalid_items_counts_them_in_the_ledger(harness: Harness) -> None:

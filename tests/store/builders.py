@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import Engine
 
 from sync.api.pages import Page, Rejection
+from sync.listing import LISTED, ListingPass, ListingResult
 from sync.records import (
     UNKNOWN,
     AppBundle,
@@ -20,11 +21,11 @@ from sync.records import (
     NodeRecord,
     WorkspaceRecord,
 )
-from sync.run import FetchResult, ListingResult, RunSummary, apply_run, open_run
+from sync.run import FetchResult, RunSummary, apply_run, open_run
 from sync.settings import Settings
 from sync.store.lock import run_lock
 from sync.store.staging import Stager
-from tests.sync.test_normalize import LEGACY_UNKNOWN_CVM_FIELDS
+from tests.carried_fields import LEGACY_UNKNOWN_CVM_FIELDS
 
 
 def cvm(n: int, **overrides: Any) -> CvmRecord:
@@ -157,25 +158,20 @@ def run_with(
     with run_lock(engine, timeout=lock_timeout, target=target):
         run_id, started = open_run(engine, settings)
         stager = Stager(engine, run_id, target)
-        stager.load_known()  # for the deletions; every item is staged (none is skipped here)
-        stager.cvm_page(cvm_page(cvms, quarantined=quarantined))
         app_items = apps or []
-        stager.app_page(
-            Page(
-                endpoint="apps",
-                version="2026-01-21",
-                number=1,
-                page_size=100,
-                total=len(app_items),
-                pages=1,
-                items=app_items,
-            )
-        )
+        app_page = Page(
+            endpoint="apps", version="2026-01-21", number=1, page_size=100,
+            total=len(app_items), pages=1, items=app_items,
+        )  # fmt: skip
+        gone: list[tuple[str, ...]] = []
+        for page in (cvm_page(cvms, quarantined=quarantined), app_page):
+            # Every item is staged (none is skipped here); the passes tell the deletions.
+            listed = ListingPass(page.endpoint, 1, known=stager.load_known(LISTED[page.endpoint]))
+            listed.note(page, *stager.stage(page, 1))
+            gone.append(listed.gone())
         stager.close()  # commits: staging is read back on other connections
         fetch = FetchResult(
-            cvms=listing("cvms", len(cvms), complete=complete, gone=tuple(stager.gone("cvms"))),
-            apps=listing(
-                "apps", len(app_items), complete=complete, gone=tuple(stager.gone("apps"))
-            ),
+            cvms=listing("cvms", len(cvms), complete=complete, gone=gone[0]),
+            apps=listing("apps", len(app_items), complete=complete, gone=gone[1]),
         )
         return apply_run(engine, settings, run_id, started, fetch)

@@ -27,6 +27,7 @@ from sync.records import (
     WorkspaceRecord,
 )
 from sync.versions import get_version
+from tests.carried_fields import LEGACY_UNKNOWN_CVM_FIELDS
 from tests.sync.openapi_cases import component_schema, open_enums, requires_spec, validator
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -38,30 +39,6 @@ INDEXER, BATCH, GPU = (
     "a0b1c2d3e4f54a6b8c7d9e0f1a2b3c4d",
     "9c0d1e2f3a4b4c5d8e6f7a8b9c0d1e2f",
 )
-
-#: The CVM fields 2025-10-28 does not carry: UNKNOWN there, never None.
-LEGACY_UNKNOWN_CVM_FIELDS = {
-    "cvm_id",
-    "instance_type",
-    "gpus",
-    "compute_billing_price",
-    "workspace_id",
-    "creator_id",
-    "kms_type",
-    "os_name",
-    "os_version",
-    "os_image_hash",
-    "os_is_dev",
-    "compose_hash",
-    "gateway_enabled",
-    "public_logs",
-    "public_sysinfo",
-    "public_tcbinfo",
-    "secure_time",
-    "storage_fs",
-    "created_at",
-    "api_deleted_at",
-}
 
 
 def cvms(version: str) -> dict[str, CvmBundle]:

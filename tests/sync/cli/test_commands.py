@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -80,25 +79,30 @@ def synced(engine: Engine, database_url: str) -> dict[str, Any]:
     return {"url": database_url, "first": first, "second": second, "step": step}
 
 
-def _commands(
-    group: click.Group, ctx: click.Context, path: tuple[str, ...]
-) -> Iterator[tuple[str, ...]]:
-    for name in group.list_commands(ctx):
-        command = group.get_command(ctx, name)
-        assert command is not None, name
-        yield (*path, name)
+def cli_commands() -> list[tuple[tuple[str, ...], click.Command]]:
+    """Every command of the CLI with its path (lazy ones loaded), the root group first at ()."""
+    found: list[tuple[tuple[str, ...], click.Command]] = []
+
+    def walk(path: tuple[str, ...], command: click.Command, ctx: click.Context) -> None:
+        found.append((path, command))
         if isinstance(command, click.Group):
-            yield from _commands(command, ctx, (*path, name))
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                assert sub is not None, name
+                walk((*path, name), sub, ctx)
+
+    with click.Context(cli) as ctx:
+        walk((), cli, ctx)
+    return found
 
 
 def test_every_command_has_help() -> None:
-    with click.Context(cli) as ctx:
-        paths = list(_commands(cli, ctx, ()))
-    names = {p[-1] for p in paths}
+    paths = [path for path, _ in cli_commands()]
+    names = {p[-1] for p in paths if p}
     assert {"sync", "serve", "deploy", "simulate", "demo", "runs", "inventory", "history",
             "changes"} <= names  # fmt: skip
     assert {("db", "upgrade"), ("db", "current"), ("db", "downgrade")} <= set(paths)
-    for path in [(), *paths]:
+    for path in paths:
         result = invoke(*path, "--help")
         assert result.exit_code == 0, (path, result.output)
         assert "Usage: " in result.output

@@ -1,4 +1,5 @@
-"""The 2025-10-28 (legacy) models against the OpenAPI schemas, and their edge cases."""
+"""The 2025-10-28 (legacy) models: their components, their CVM mapping against the OpenAPI schema,
+and their edge cases. The checks every version shares run over ``SCHEMAS`` in test_common."""
 
 from __future__ import annotations
 
@@ -8,96 +9,32 @@ from typing import Any
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from sync.records import UNKNOWN, normalize_vm_uuid
 from sync.versions import v2025_10_28 as legacy
 from tests.sync.openapi_cases import (
     SCHEMA_SETTINGS,
-    app_item_instances,
-    app_item_schema,
     assert_extras_kept,
-    component_schema,
-    forbidden_variants,
     instances_of,
     requires_spec,
-    validator,
+)
+from tests.sync.versions.schemas import VersionSchemas, locs, rejection
+
+#: This version's models and the components they mirror (test_common checks them against these).
+SCHEMAS = VersionSchemas(
+    module=legacy,
+    cvm_page="PaginatedHostedCvms",
+    page_model=legacy.PaginatedHostedCvms,
+    cvm_item="HostedCvm",
+    apps="teehouse__api__routes__apps__v20251028__schemas__",
+    team_fields=True,
 )
 
-APPS = "teehouse__api__routes__apps__v20251028__schemas__"
-
-# (component, adapter): the envelopes and items the sync reads, every other component nested.
-SCHEMA_CASES: list[tuple[str, TypeAdapter[Any]]] = [
-    ("PaginatedHostedCvms", TypeAdapter(legacy.PaginatedHostedCvms)),
-    ("HostedCvm", legacy.CVM_ITEM),
-    (f"{APPS}DstackAppListResponse", TypeAdapter(legacy.DstackAppListResponse)),
-]
-
-
-def _instances(component: str) -> st.SearchStrategy[Any]:
-    if component == "app item":
-        return app_item_instances(f"{APPS}DstackAppFullResponse")
-    return instances_of(component)
-
-
-def _schema(component: str) -> dict[str, Any]:
-    if component == "app item":
-        return app_item_schema(f"{APPS}DstackAppFullResponse")
-    return component_schema(component)
-
-
-ALL_CASES = [*SCHEMA_CASES, ("app item", legacy.APP_ITEM)]
-
-
-@requires_spec
-@pytest.mark.parametrize(("component", "adapter"), ALL_CASES, ids=[c for c, _ in ALL_CASES])
-@SCHEMA_SETTINGS
-@given(data=st.data())
-def test_models_accept_what_the_schema_allows(
-    component: str, adapter: TypeAdapter[Any], data: st.DataObject
-) -> None:
-    instance = data.draw(_instances(component))
-    assert validator(_schema(component)).is_valid(instance)  # the generator's own check
-    model = adapter.validate_python(instance)
-    assert isinstance(model, BaseModel)
-    assert_extras_kept(model, instance)
-
-
-@requires_spec
-@pytest.mark.parametrize(("component", "adapter"), ALL_CASES, ids=[c for c, _ in ALL_CASES])
-@SCHEMA_SETTINGS
-@given(data=st.data())
-def test_models_reject_what_the_schema_forbids(
-    component: str, adapter: TypeAdapter[Any], data: st.DataObject
-) -> None:
-    instance = data.draw(_instances(component))
-    checked = 0
-    for variant, how in forbidden_variants(_schema(component), instance):
-        checked += 1
-        try:
-            adapter.validate_python(variant)
-        except ValidationError:
-            continue
-        pytest.fail(f"accepted an instance the schema forbids: {how}")
-    assert checked > 0
-
 
 @requires_spec
 @SCHEMA_SETTINGS
-@given(page=instances_of("PaginatedHostedCvms"))
-def test_page_envelope_accepts_every_valid_page(page: dict[str, Any]) -> None:
-    envelope = legacy.CVM_ENVELOPE.validate_python(page)
-    assert (envelope.items, envelope.total, envelope.pages) == (
-        page["items"],
-        page["total"],
-        page["pages"],
-    )
-
-
-@requires_spec
-@SCHEMA_SETTINGS
-@given(item=instances_of("HostedCvm"))
+@given(item=instances_of(SCHEMAS.cvm_item))
 def test_every_valid_cvm_normalizes(item: dict[str, Any]) -> None:
     bundle = legacy.normalize_cvm(legacy.CVM_ITEM.validate_python(item), b"raw")
     assert bundle.cvm.vm_uuid == normalize_vm_uuid(item["hosted"]["id"])
@@ -107,29 +44,12 @@ def test_every_valid_cvm_normalizes(item: dict[str, Any]) -> None:
     assert bundle.raw == b"raw"
 
 
-@requires_spec
-@SCHEMA_SETTINGS
-@given(item=app_item_instances(f"{APPS}DstackAppFullResponse"))
-def test_every_valid_app_normalizes(item: dict[str, Any]) -> None:
-    bundle = legacy.normalize_app(legacy.APP_ITEM.validate_python(item), b"raw")
-    assert bundle.app.app_id == item["app_id"] == legacy.app_entity_id(item)
-    if item.get("id") is None:
-        assert bundle.member_vm_uuids is UNKNOWN
-    else:
-        expected = {
-            normalize_vm_uuid(c["vm_uuid"])
-            for c in item.get("cvms", [])
-            if c["vm_uuid"] is not None
-        }
-        assert bundle.member_vm_uuids == tuple(sorted(expected))
-
-
 # --- Hand-written edge cases ---------------------------------------------------------------------
 
 
 def hosted_cvm(**overrides: Any) -> dict[str, Any]:
     """A HostedCvm with only its required keys (and those of VmInfo)."""
-    item: dict[str, Any] = {
+    return {
         "hosted": {
             "id": "3F2A9C1E-7B4D-4E8A-9C21-5D6F7A8B9C01",
             "name": "web",
@@ -140,14 +60,12 @@ def hosted_cvm(**overrides: Any) -> dict[str, Any]:
         "name": "web",
         "status": "running",
         "public_urls": [],
-    }
-    item.update(overrides)
-    return item
+    } | overrides
 
 
 def cvm_basic_info(**overrides: Any) -> dict[str, Any]:
     """A CvmBasicInfo with its required keys, three of them required but null."""
-    item: dict[str, Any] = {
+    return {
         "vm_uuid": "3f2a9c1e-7b4d-4e8a-9c21-5d6f7a8b9c01",
         "app_id": "e4c1d0b5a7f3926c8b1e0d4a5f6c7b8a9d0e1f2a",
         "status": "running",
@@ -159,25 +77,17 @@ def cvm_basic_info(**overrides: Any) -> dict[str, Any]:
         "region_identifier": None,
         "kms_type": None,
         "instance_type": None,
-    }
-    item.update(overrides)
-    return item
+    } | overrides
 
 
 def full_app(**overrides: Any) -> dict[str, Any]:
-    item: dict[str, Any] = {
+    return {
         "id": "prj_w3bf0nt",
         "name": "web",
         "app_id": "e4c1d0b5a7f3926c8b1e0d4a5f6c7b8a9d0e1f2a",
         "created_at": "2025-11-02T09:10:00Z",
         "kms_type": "phala",
-    }
-    item.update(overrides)
-    return item
-
-
-def _error_locs(exc: pytest.ExceptionInfo[ValidationError]) -> list[tuple[int | str, ...]]:
-    return [e["loc"] for e in exc.value.errors()]
+    } | overrides
 
 
 def test_absent_optional_keys_take_the_schema_defaults() -> None:
@@ -219,9 +129,7 @@ def test_explicit_nulls_are_accepted_where_the_schema_allows_them() -> None:
 
 @pytest.mark.parametrize("key", ["listed", "in_progress", "public_urls", "name", "status"])
 def test_explicit_nulls_are_rejected_where_the_schema_does_not_allow_them(key: str) -> None:
-    with pytest.raises(ValidationError) as exc:
-        legacy.CVM_ITEM.validate_python(hosted_cvm(**{key: None}))
-    assert _error_locs(exc) == [(key,)]
+    assert locs(rejection(legacy.CVM_ITEM, hosted_cvm(**{key: None}))) == [(key,)]
 
 
 def test_a_required_but_nullable_field_must_be_present() -> None:
@@ -230,10 +138,9 @@ def test_a_required_but_nullable_field_must_be_present() -> None:
     for key in ("vm_uuid", "region_identifier", "kms_type", "instance_type"):
         item = cvm_basic_info()
         del item[key]
-        with pytest.raises(ValidationError) as exc:
-            adapter.validate_python(item)
-        assert exc.value.errors()[0]["type"] == "missing"
-        assert _error_locs(exc) == [(key,)]
+        errors = rejection(adapter, item)
+        assert errors[0]["type"] == "missing"
+        assert locs(errors) == [(key,)]
 
 
 @pytest.mark.parametrize(
@@ -253,9 +160,7 @@ def test_a_required_but_nullable_field_must_be_present() -> None:
     ],
 )
 def test_wrong_types_are_rejected(overrides: dict[str, Any], loc: tuple[Any, ...]) -> None:
-    with pytest.raises(ValidationError) as exc:
-        legacy.CVM_ITEM.validate_python(hosted_cvm(**overrides))
-    assert _error_locs(exc) == [loc]
+    assert locs(rejection(legacy.CVM_ITEM, hosted_cvm(**overrides))) == [loc]
 
 
 def test_unknown_fields_are_kept_at_every_level() -> None:
@@ -320,9 +225,7 @@ def test_a_full_app_takes_defaults_and_team_fields() -> None:
 def test_invalid_apps_are_rejected_with_the_variant_in_the_path(
     item: Any, loc: tuple[Any, ...]
 ) -> None:
-    with pytest.raises(ValidationError) as exc:
-        legacy.APP_ITEM.validate_python(item)
-    assert _error_locs(exc) == [loc]
+    assert locs(rejection(legacy.APP_ITEM, item)) == [loc]
 
 
 @pytest.mark.parametrize(
@@ -346,9 +249,8 @@ def test_date_times_parse_to_aware_datetimes(text: str, expected: datetime) -> N
     "value", ["2026-03-01", "1700000000", 1700000000, "2026-13-01T00:00:00Z", "yesterday", 1.5]
 )
 def test_date_times_that_are_not_rfc3339_are_rejected(value: object) -> None:
-    with pytest.raises(ValidationError) as exc:
-        TypeAdapter(legacy.CvmBasicInfo).validate_python(cvm_basic_info(updated_at=value))
-    assert _error_locs(exc) == [("updated_at",)]
+    errors = rejection(TypeAdapter(legacy.CvmBasicInfo), cvm_basic_info(updated_at=value))
+    assert locs(errors) == [("updated_at",)]
 
 
 def test_numbers_fields_do_not_exist_here_but_integers_stay_integers() -> None:

@@ -1,4 +1,5 @@
-"""The 2026-01-21 models against the OpenAPI schemas, and their edge cases."""
+"""The 2026-01-21 models: their components, their CVM mapping against the OpenAPI schema, and
+their edge cases. The checks every version shares run over ``SCHEMAS`` in test_common."""
 
 from __future__ import annotations
 
@@ -8,91 +9,26 @@ from typing import Any
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
-from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from sync.records import UNKNOWN, normalize_vm_uuid
+from sync.records import normalize_vm_uuid
 from sync.versions import v2026_01_21 as current
 from tests.sync.openapi_cases import (
     SCHEMA_SETTINGS,
-    app_item_instances,
-    app_item_schema,
     assert_extras_kept,
-    component_schema,
-    forbidden_variants,
     instances_of,
     requires_spec,
-    validator,
 )
+from tests.sync.versions.schemas import VersionSchemas, locs, rejection
 
-CVM_INFO = "teehouse__api__routes__cvms__v20260121__schemas__CVMInfo"
-APPS = "teehouse__api__routes__apps__v20260121__schemas__"
-
-# (component, adapter): the envelopes and items the sync reads, every other component nested.
-CASES: list[tuple[str, TypeAdapter[Any]]] = [
-    ("PaginatedCvmInfos", TypeAdapter(current.PaginatedCvmInfos)),
-    (CVM_INFO, current.CVM_ITEM),
-    (f"{APPS}DstackAppListResponse", TypeAdapter(current.DstackAppListResponse)),
-    ("app item", current.APP_ITEM),
-]
-CASE_IDS = ["PaginatedCvmInfos", "CVMInfo", "DstackAppListResponse", "app item"]
-
-
-def _instances(component: str) -> st.SearchStrategy[Any]:
-    if component == "app item":
-        return app_item_instances(f"{APPS}DstackAppFullResponse")
-    return instances_of(component)
-
-
-def _schema(component: str) -> dict[str, Any]:
-    if component == "app item":
-        return app_item_schema(f"{APPS}DstackAppFullResponse")
-    return component_schema(component)
-
-
-@requires_spec
-@pytest.mark.parametrize(("component", "adapter"), CASES, ids=CASE_IDS)
-@SCHEMA_SETTINGS
-@given(data=st.data())
-def test_models_accept_what_the_schema_allows(
-    component: str, adapter: TypeAdapter[Any], data: st.DataObject
-) -> None:
-    instance = data.draw(_instances(component))
-    assert validator(_schema(component)).is_valid(instance)  # the generator's own check
-    model = adapter.validate_python(instance)
-    assert isinstance(model, BaseModel)
-    assert_extras_kept(model, instance)
-
-
-@requires_spec
-@pytest.mark.parametrize(("component", "adapter"), CASES, ids=CASE_IDS)
-@SCHEMA_SETTINGS
-@given(data=st.data())
-def test_models_reject_what_the_schema_forbids(
-    component: str, adapter: TypeAdapter[Any], data: st.DataObject
-) -> None:
-    instance = data.draw(_instances(component))
-    checked = 0
-    for variant, how in forbidden_variants(_schema(component), instance):
-        checked += 1
-        try:
-            adapter.validate_python(variant)
-        except ValidationError:
-            continue
-        pytest.fail(f"accepted an instance the schema forbids: {how}")
-    assert checked > 0
-
-
-@requires_spec
-@SCHEMA_SETTINGS
-@given(page=instances_of("PaginatedCvmInfos"))
-def test_page_envelope_accepts_every_valid_page(page: dict[str, Any]) -> None:
-    envelope = current.CVM_ENVELOPE.validate_python(page)
-    assert (envelope.items, envelope.total, envelope.pages) == (
-        page["items"],
-        page["total"],
-        page["pages"],
-    )
+#: This version's models and the components they mirror (test_common checks them against these).
+SCHEMAS = VersionSchemas(
+    module=current,
+    cvm_page="PaginatedCvmInfos",
+    page_model=current.PaginatedCvmInfos,
+    cvm_item="teehouse__api__routes__cvms__v20260121__schemas__CVMInfo",
+    apps="teehouse__api__routes__apps__v20260121__schemas__",
+    team_fields=False,
+)
 
 
 def _at_range_ends(model: current.CVMInfo) -> bool:
@@ -107,7 +43,7 @@ def _at_range_ends(model: current.CVMInfo) -> bool:
 
 @requires_spec
 @SCHEMA_SETTINGS
-@given(item=instances_of(CVM_INFO))
+@given(item=instances_of(SCHEMAS.cvm_item))
 def test_every_valid_cvm_normalizes(item: dict[str, Any]) -> None:
     model = current.CVM_ITEM.validate_python(item)
     try:
@@ -128,39 +64,18 @@ def test_every_valid_cvm_normalizes(item: dict[str, Any]) -> None:
     )
 
 
-@requires_spec
-@SCHEMA_SETTINGS
-@given(item=app_item_instances(f"{APPS}DstackAppFullResponse"))
-def test_every_valid_app_normalizes(item: dict[str, Any]) -> None:
-    bundle = current.normalize_app(current.APP_ITEM.validate_python(item), b"raw")
-    assert bundle.app.app_id == item["app_id"] == current.app_entity_id(item)
-    assert (bundle.app.team_slug, bundle.app.team_name) == (UNKNOWN, UNKNOWN)
-    if item.get("id") is None:
-        assert bundle.member_vm_uuids is UNKNOWN
-    else:
-        cvms = item.get("cvms", [])
-        expected = {normalize_vm_uuid(c["vm_uuid"]) for c in cvms if c.get("vm_uuid") is not None}
-        assert bundle.member_vm_uuids == tuple(sorted(expected))
-
-
 # --- Hand-written edge cases ---------------------------------------------------------------------
 
 
 def cvm_info(**overrides: Any) -> dict[str, Any]:
     """A CVMInfo with only its required keys."""
-    item: dict[str, Any] = {
+    return {
         "id": "cvm_9x2kq1mz",
         "name": "web",
         "resource": {},
         "status": "running",
         "gateway": {},
-    }
-    item.update(overrides)
-    return item
-
-
-def _error_locs(exc: pytest.ExceptionInfo[ValidationError]) -> list[tuple[int | str, ...]]:
-    return [e["loc"] for e in exc.value.errors()]
+    } | overrides
 
 
 def test_absent_optional_keys_take_the_schema_defaults() -> None:
@@ -208,19 +123,16 @@ def test_explicit_nulls_are_accepted_where_the_schema_allows_them() -> None:
     ["resource", "gateway", "logs", "services", "storage_fs", "public_logs", "listed", "status"],
 )
 def test_explicit_nulls_are_rejected_where_the_schema_does_not_allow_them(key: str) -> None:
-    with pytest.raises(ValidationError) as exc:
-        current.CVM_ITEM.validate_python(cvm_info(**{key: None}))
-    assert _error_locs(exc) == [(key,)]
+    assert locs(rejection(current.CVM_ITEM, cvm_info(**{key: None}))) == [(key,)]
 
 
 @pytest.mark.parametrize("key", ["id", "name", "resource", "status", "gateway"])
 def test_required_keys_must_be_present(key: str) -> None:
     item = cvm_info()
     del item[key]
-    with pytest.raises(ValidationError) as exc:
-        current.CVM_ITEM.validate_python(item)
-    assert _error_locs(exc) == [(key,)]
-    assert exc.value.errors()[0]["type"] == "missing"
+    errors = rejection(current.CVM_ITEM, item)
+    assert locs(errors) == [(key,)]
+    assert errors[0]["type"] == "missing"
 
 
 @pytest.mark.parametrize(
@@ -248,9 +160,7 @@ def test_required_keys_must_be_present(key: str) -> None:
     ],
 )
 def test_wrong_types_are_rejected(overrides: dict[str, Any], loc: tuple[Any, ...]) -> None:
-    with pytest.raises(ValidationError) as exc:
-        current.CVM_ITEM.validate_python(cvm_info(**overrides))
-    assert _error_locs(exc) == [loc]
+    assert locs(rejection(current.CVM_ITEM, cvm_info(**overrides))) == [loc]
 
 
 def test_a_number_accepts_integers() -> None:
@@ -340,9 +250,7 @@ def test_a_full_app_carries_full_cvms() -> None:
 def test_invalid_apps_are_rejected_with_the_variant_in_the_path(
     item: Any, loc: tuple[Any, ...]
 ) -> None:
-    with pytest.raises(ValidationError) as exc:
-        current.APP_ITEM.validate_python(item)
-    assert _error_locs(exc) == [loc]
+    assert locs(rejection(current.APP_ITEM, item)) == [loc]
 
 
 def test_a_minimal_app_is_shared_with_the_legacy_version() -> None:
