@@ -74,14 +74,14 @@ def build_deployments(
     validation_policy: ValidationPolicy | None = None,
     lock_timeout: float = SERVED_LOCK_TIMEOUT,
     fetch_retries: int = 1,
+    migrate: bool | None = None,
     entrypoint_type: EntrypointType = EntrypointType.FILE_PATH,
-    env: dict[str, str] | None = None,
 ) -> list[RunnerDeployment]:
     """One scheduled deployment of the sync flow per target.
 
     ``entrypoint_type=EntrypointType.MODULE_PATH`` makes the deployment name the flow by module
-    (for workers); ``env`` becomes the ``env`` job variable (never give it a secret: job variables
-    are stored in clear).
+    (for workers). Parameters carry nothing secret (Prefect stores them in clear): the API key
+    is ``PHALA_CLOUD_API_KEY`` where the run happens, or a Secret block named by the target.
     """
     if cron is not None and interval is not None:
         raise ConfigError("give a cron schedule or an interval, not both")
@@ -112,6 +112,7 @@ def build_deployments(
             "api_version": api_version,
             "page_size": page_size,
             "validation_policy": validation_policy,
+            "migrate": migrate,
         }
         parameters.update({k: v for k, v in optional.items() if v is not None})
         deployment = sync_flow.to_deployment(
@@ -124,7 +125,6 @@ def build_deployments(
             tags=["phala-sync", f"target:{target.name}"],
             description=f"Sync the Phala Cloud fleet of target {target.name!r}.",
             entrypoint_type=entrypoint_type,
-            job_variables={"env": dict(env)} if env else None,
         )
         # to_deployment dispatches on the caller: from synchronous code it returns the object.
         assert isinstance(deployment, RunnerDeployment)

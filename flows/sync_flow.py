@@ -160,6 +160,7 @@ async def sync_flow(
     concurrency: int | None = None,
     lock_timeout: float | None = None,
     api_key_secret: str | None = None,
+    migrate: bool | None = None,
     fetch_retries: int = 1,
     fetch_retry_delay_seconds: float = 30.0,
 ) -> dict[str, Any]:
@@ -167,8 +168,9 @@ async def sync_flow(
 
     Every parameter left as None comes from the environment (``PHALA_SYNC_*``,
     ``PHALA_CLOUD_API_PREFIX``, ``.env``). ``api_key_secret`` names a Prefect ``Secret`` block
-    holding the API key; without it the key is ``PHALA_CLOUD_API_KEY``. ``fetch_retries`` restarts
-    the fetch stage after retriable failures the HTTP client's own retries did not overcome.
+    holding the API key; without it the key is ``PHALA_CLOUD_API_KEY``. ``migrate`` lets the run
+    upgrade a database at an older schema revision. ``fetch_retries`` restarts the fetch stage
+    after retriable failures the HTTP client's own retries did not overcome.
     """
     logger = get_run_logger()
     overrides = {
@@ -180,6 +182,7 @@ async def sync_flow(
         "database_url": database_url,
         "concurrency": concurrency,
         "lock_timeout": lock_timeout,
+        "migrate": migrate,
     }
     settings = flow_settings(overrides, await _api_key(api_key_secret))
     logger.info(

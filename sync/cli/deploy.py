@@ -12,7 +12,6 @@ import click
 
 from sync.cli.group import CliError, first_line
 from sync.cli.options import F, migrate_option, open_database
-from sync.cli.sync import pass_migrate_on
 from sync.settings import Settings, build_settings, require_api_key
 from sync.store.engine import safe_database_url
 
@@ -93,6 +92,7 @@ def _deployments(
             validation_policy=settings.validation_policy if options.validation_policy else None,
             lock_timeout=options.lock_timeout,
             fetch_retries=options.retries,
+            migrate=True if options.migrate else None,
             **extra,
         )
     except ValueError as exc:  # Prefect's schedule validation (a bad cron expression)
@@ -136,7 +136,6 @@ def serve(**given: Any) -> None:
     deployments = _deployments(options, settings)
     if any("api_key_secret" not in d.parameters for d in deployments):
         require_api_key(settings)  # a target reads PHALA_CLOUD_API_KEY, here
-    pass_migrate_on(settings)
     ensure_prefect_api(announce=True)
     names = ", ".join(d.name for d in deployments)
     click.echo(f"serving {names} (database {safe_database_url(settings.database_url)})", err=True)
@@ -174,7 +173,6 @@ def deploy(work_pool: str, **given: Any) -> None:
         options,
         settings,
         entrypoint_type=EntrypointType.MODULE_PATH,
-        env={"PHALA_SYNC_MIGRATE": "true"} if settings.migrate else None,
     )
     for name in register_deployments(deployments, work_pool):
         click.echo(f"deployed {name} to work pool {work_pool!r}")

@@ -10,7 +10,7 @@ import click
 
 from sync.cli.options import database_option, json_option, migrate_option, open_database
 from sync.present import summary_text, to_json
-from sync.settings import Settings, build_settings, require_api_key
+from sync.settings import build_settings, require_api_key
 from sync.store.engine import normalize_database_url
 
 
@@ -71,13 +71,13 @@ def sync_command(
         "validation_policy": validation_policy,
         "concurrency": concurrency,
         "lock_timeout": lock_timeout,
+        "migrate": migrate,
     }
-    settings = build_settings({**overrides, "migrate": migrate})
+    settings = build_settings(overrides)
     if key_secret is None:
         require_api_key(settings)
     with open_database(settings, schema="runnable"):
         pass  # fail fast, before Prefect starts, on a database that is unreachable or stale
-    pass_migrate_on(settings)
     parameters = {k: v for k, v in overrides.items() if v is not None}
     if database_url is not None and normalize_database_url(database_url).password is not None:
         # A flow parameter is stored by Prefect: keep the password out of it. The flow runs in
@@ -89,9 +89,3 @@ def sync_command(
 
     summary = run_sync_flow(parameters, progress=sys.stderr.isatty() and not as_json)
     click.echo(to_json(summary) if as_json else summary_text(summary))
-
-
-def pass_migrate_on(settings: Settings) -> None:
-    """The flow reads ``migrate`` from the environment (it is no flow parameter): pass it on."""
-    if settings.migrate:
-        os.environ["PHALA_SYNC_MIGRATE"] = "true"

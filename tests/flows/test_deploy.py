@@ -69,12 +69,12 @@ def test_deployments_for_a_work_pool_name_the_installed_module() -> None:
     assert plain.entrypoint == "flows.sync_flow.sync_flow"
     assert plain.storage is None
     assert plain.job_variables == {}
+    assert "migrate" not in plain.parameters
     (migrating,) = build_deployments(
-        [Target("acme")],
-        entrypoint_type=EntrypointType.MODULE_PATH,
-        env={"PHALA_SYNC_MIGRATE": "true"},
+        [Target("acme")], entrypoint_type=EntrypointType.MODULE_PATH, migrate=True
     )
-    assert migrating.job_variables == {"env": {"PHALA_SYNC_MIGRATE": "true"}}
+    assert migrating.parameters["migrate"] is True
+    assert migrating.job_variables == {}
     (served,) = build_deployments([Target("acme")])
     assert served.entrypoint is not None
     assert served.entrypoint.endswith("sync_flow.py:sync_flow")
