@@ -103,14 +103,19 @@ def upgrade(bench: Bench, url: str) -> float:
     return round(m.wall_s, 2)
 
 
-def floor(bench: Bench, base_url: str) -> dict[str, Any]:
-    """One floor run (``bench/floor.py``) in a process of its own."""
-    m = run_measured(
-        [PYTHON, str(HERE / "floor.py"), base_url, str(PAGE_SIZE), API_VERSION],
+def _page_tool(bench: Bench, script: str, base_url: str) -> Measured:
+    """Run one of the tools that read every page (``bench/<script>``) in a process of its own."""
+    return run_measured(
+        [PYTHON, str(HERE / script), base_url, str(PAGE_SIZE), API_VERSION],
         env=clean_env({"PHALA_CLOUD_API_KEY": API_KEY}),
         cwd=bench.workdir,
         timeout_s=bench.run_timeout_s,
     )
+
+
+def floor(bench: Bench, base_url: str) -> dict[str, Any]:
+    """One floor run (``bench/floor.py``) in a process of its own."""
+    m = _page_tool(bench, "floor.py", base_url)
     if m.exit_code != 0:
         raise RuntimeError(f"the floor run failed ({_first_error_line(m)}):\n{_tail(m.stderr)}")
     result = parse_json(m.stdout)
@@ -123,12 +128,7 @@ def floor(bench: Bench, base_url: str) -> dict[str, Any]:
 
 def stage_costs(bench: Bench, base_url: str) -> dict[str, Any]:
     """The in-process parse costs of the same pages (``bench/stagecost.py``)."""
-    m = run_measured(
-        [PYTHON, str(HERE / "stagecost.py"), base_url, str(PAGE_SIZE), API_VERSION],
-        env=clean_env({"PHALA_CLOUD_API_KEY": API_KEY}),
-        cwd=bench.workdir,
-        timeout_s=bench.run_timeout_s,
-    )
+    m = _page_tool(bench, "stagecost.py", base_url)
     result = parse_json(m.stdout) if m.exit_code == 0 else None
     if result is None:
         return {"error": _first_error_line(m), "stderr_tail": _tail(m.stderr)}
