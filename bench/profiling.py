@@ -2,11 +2,9 @@
 
 Run in a process of its own (``python bench/profiling.py SPEC_JSON``). Unlike the benchmark, this
 calls the pipeline in-process, ``sync.run.run_sync(engine, settings)`` (no CLI, no Prefect flow),
-against a simulator in its own process, so that the profile shows the pipeline's functions. The
-main thread (HTTP, parsing, apply, and staging when it runs on the event loop) and, when staging
-runs in a worker thread, that thread each have their own profiler; their stats are merged. The
-top functions by own and cumulative time are returned. cProfile charges every Python call: use it
-for shares, not rates.
+against a simulator in its own process, so that the profile shows the pipeline's functions (they
+all run on the main thread: HTTP, parsing, staging and the apply). The top functions by own and
+cumulative time are returned. cProfile charges every Python call: use it for shares, not rates.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from sqlalchemy import (
     Row,
     Select,
     String,
+    and_,
     bindparam,
     cast,
     delete,
@@ -178,16 +179,19 @@ class _EntityApplier:
     def _apply_chunks(self, *, new: bool) -> None:
         """Walk the staged records that need work (new ones, or stored ones that differ)."""
         spec, t = self.spec, self.spec.table
-        join = _staged_key(spec) == _S.entity_id
-        needs_work: ColumnElement[bool]
-        if new:
-            source = _STAGING.outerjoin(t, join)
-            needs_work = spec.key_column.is_(None)
-        else:
-            source = _STAGING.join(t, join)
-            needs_work = or_(t.c.observed_hash != _S.observed_hash, t.c.deleted_at.is_not(None))
+        stored_key = _staged_key(spec)
         after = ""
         while True:
+            # The stored side starts after the chunk too: otherwise the planner's merge join reads
+            # the table from its first key for every chunk, and the apply grows with n squared.
+            join = and_(stored_key == _S.entity_id, stored_key > after)
+            needs_work: ColumnElement[bool]
+            if new:
+                source = _STAGING.outerjoin(t, join)
+                needs_work = spec.key_column.is_(None)
+            else:
+                source = _STAGING.join(t, join)
+                needs_work = or_(t.c.observed_hash != _S.observed_hash, t.c.deleted_at.is_not(None))
             rows = self.conn.execute(
                 select(_S.entity_id, _S.observed_hash, _S.fields_json, _S.raw_json)
                 .select_from(source)
@@ -364,8 +368,7 @@ class _EntityApplier:
                 for app_id, vms in b.members.items()
                 for vm in sorted(set(vms))
             ]
-            if pairs:
-                c.execute(insert(_MEMBERS), pairs)
+            bulk_insert(c, _MEMBERS, pairs)
 
     # ------------------------------------------------------------------------------ deletions
     def infer_deletions(self, gone: Sequence[str]) -> None:
