@@ -1,8 +1,9 @@
 """What a listing yielded, summed up from its pages, for tests of the client.
 
 The client keeps no record of a listing: whether one is complete is judged from the pages it
-yields. :class:`PagesSeen` gathers the facts for that judgement, and
-:func:`fleet_change_warnings` finds the warning the client logs when the fleet changed.
+yields, by the run's own judgment (:class:`sync.listing.ListingPass`). :class:`PagesSeen` gathers
+the pages for it, and :func:`fleet_change_warnings` finds the warning the client logs when the
+fleet changed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sync.api.pages import Page
+from sync.listing import ListingPass
 
 #: What the client's warning says when a page announces another total or page count than page 1.
 FLEET_CHANGED = "the fleet changed during the listing"
@@ -24,6 +26,8 @@ class PagesSeen:
 
     #: page numbers, in the order the pages came
     numbers: list[int] = field(default_factory=list)
+    #: the run's record of the same pages (what it judges completeness by)
+    listed: ListingPass | None = None
     items: int = 0
     quarantined: int = 0
     #: page number -> (total, pages) as that page announced them
@@ -37,6 +41,10 @@ class PagesSeen:
         return seen
 
     def add(self, page: Page[Any]) -> None:
+        if self.listed is None:
+            self.listed = ListingPass(page.endpoint, 1)
+        keys = [(b.cvm if page.endpoint == "cvms" else b.app).key for b in page.items]
+        self.listed.note(page, keys, [])
         self.numbers.append(page.number)
         self.items += len(page.items)
         self.quarantined += len(page.quarantined)
@@ -69,11 +77,11 @@ class PagesSeen:
 
     @property
     def complete(self) -> bool:
-        """Every planned page came, all agreed with page 1, and the item count adds up."""
+        """Every planned page came and the run would trust the listing for deletions."""
         return (
             self.all_planned_pages
-            and not self.fleet_changed
-            and self.items + self.quarantined == self.first_total
+            and self.listed is not None
+            and self.listed.incompleteness() is None
         )
 
 
