@@ -14,13 +14,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy import Engine, func, select
 
 from models import QuarantinedItem, table_of
+from sync import clock
 from sync.api.client import PhalaClient
 from sync.errors import TooManyInvalidItemsError, UnstorableItemError
 from sync.listing import ListingResult, OnPage, read_listing
@@ -107,10 +108,6 @@ class RunSummary:
         return data
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def database_lock(engine: Engine, settings: Settings) -> contextlib.AbstractContextManager[None]:
     """The database's lock, for the short steps that write what all targets share.
 
@@ -136,7 +133,7 @@ def open_run(engine: Engine, settings: Settings) -> tuple[int, datetime]:
     """
     with database_lock(engine, settings):
         ensure_schema(engine, migrate=settings.migrate)
-        started = _now()
+        started = clock.now()
         run_id = start_run(
             engine, target=settings.target, api_version=settings.api_version, now=started
         )
@@ -266,7 +263,7 @@ def apply_run(
     """
     start = time.perf_counter()
     with database_lock(engine, settings), engine.begin() as conn:
-        now = _now()
+        now = clock.now()
         require_running(conn, run_id)
         applied = apply_staged(
             conn,
@@ -280,7 +277,7 @@ def apply_run(
         counts = applied.counts
         _check_refused(settings, fetch, applied.refused)
         quarantine_refused(conn, run_id, applied.refused)
-        finished = _now()
+        finished = clock.now()
         values = _ledger_values(fetch, counts)
         values["quarantined"] += len(applied.refused)
         finish_run(conn, run_id, now=finished, values=values)
@@ -311,7 +308,7 @@ def record_failure(
     try:
         if fetch is None:
             values["quarantined"] = quarantined_count(engine, run_id)
-        fail_run(engine, run_id, now=_now(), error=reason, values=values)
+        fail_run(engine, run_id, now=clock.now(), error=reason, values=values)
     except Exception:  # the database itself may be what failed; the next run closes the row
         log.exception("could not record the failure of run %d", run_id)
 

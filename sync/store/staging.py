@@ -16,12 +16,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select
 
 from models import QuarantinedItem, StagedRecord, table_of
+from sync import clock
 from sync.api.pages import Page, Rejection
 from sync.changes import dumps_fields, observed_hash, source_hash
 from sync.records import AppBundle, CvmBundle, EntityType, Record
@@ -255,7 +255,7 @@ def insert_quarantined(
 ) -> None:
     """Record quarantined items of a run in ``quarantined_items`` (on the caller's transaction)."""
     if items:
-        now = datetime.now(UTC)
+        now = clock.now()
         conn.execute(
             insert(_QUARANTINE),
             [
