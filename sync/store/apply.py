@@ -214,7 +214,9 @@ class _EntityApplier:
                     current[str(row._mapping[spec.key])] = row._mapping
             self._apply_rows(rows, current)
 
-    def _apply_rows(self, rows: Sequence[Row[Any]], current: Mapping[str, Any]) -> None:
+    def _apply_rows(
+        self, rows: Sequence[Row[*tuple[Any, ...]]], current: Mapping[str, Any]
+    ) -> None:
         """Write these staged rows; rows the database refuses are found by halving, set aside.
 
         Each attempt runs in a savepoint, so a refused batch leaves nothing behind; a batch of one

@@ -37,7 +37,7 @@ INVENTORY_COLUMNS = (
 )  # fmt: skip
 
 
-def _plain(row: Row[Any]) -> dict[str, Any]:
+def _plain(row: Row[*tuple[Any, ...]]) -> dict[str, Any]:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row._mapping.items()}
 
 
