@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install lint format typecheck test test-fast demo bench clean
+.PHONY: install lint format typecheck test test-fast demo bench deps-check clean
 
 $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "phala-sync needs Python 3.11 or newer")'
@@ -43,6 +43,10 @@ demo: $(STAMP)
 ## Benchmarks (by hand; writes bench/results.json).
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+## How far each pin in pyproject.toml is from the newest release on the package index.
+deps-check: $(STAMP)
+	$(BIN)/python tools/deps_check.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
