@@ -33,6 +33,9 @@ for _name in list(os.environ):
 os.environ.pop("PHALA_CLOUD_API_KEY", None)
 os.environ.pop("PHALA_CLOUD_API_PREFIX", None)
 
+#: The Prefect test server and the served simulator, for tests/flows and tests/sync/cli.
+pytest_plugins = ("tests.flow_fixtures",)
+
 DEFAULT_TEST_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
