@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, inspect, text
@@ -212,9 +214,18 @@ def _child_processes_are_marked(
         " `make test-fast` leaves it out"
     )
 
-    def refuse(self: subprocess.Popen[bytes], args: object, *rest: object) -> None:
-        started.append(repr(args))
-        raise AssertionError(f"{request.node.nodeid} starts a child process {args!r}: {advice}")
+    execute_child = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+
+    def refuse(self: subprocess.Popen[bytes], args: Any, *rest: Any) -> Any:
+        """Refuses Python, a program of this environment (phala-sync, prefect) or ``timeout``;
+        a library's probe of a system tool (``file``, ``ldconfig``) is let through."""
+        argv = [args] if isinstance(args, str | bytes | os.PathLike) else list(args)
+        program = Path(os.fsdecode(argv[0])) if argv else Path()
+        ours = program.name.startswith("python") or program.name == "timeout"
+        if ours or program.parent == Path(sys.executable).parent:
+            started.append(repr(args))
+            raise AssertionError(f"{request.node.nodeid} starts {args!r}: {advice}")
+        return execute_child(self, args, *rest)
 
     with monkeypatch.context() as patch:
         patch.setattr(subprocess.Popen, "_execute_child", refuse)
