@@ -4,6 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+## pytest-xdist workers for test and test-fast (the tests wait on PostgreSQL, sockets and child
+## processes a good part of the time, so 3 keep 2 cores busy); WORKERS=0 runs in one process.
+WORKERS ?= 3
+XDIST   := -n $(WORKERS) --dist loadgroup
+FAST    := not slow and not prefect and not subprocess
 
 .PHONY: install lint format typecheck test test-fast demo bench deps-check clean
 
@@ -30,11 +35,11 @@ typecheck: $(STAMP)
 
 ## The whole suite: lint, type check, then every test (PostgreSQL ones too, where it is reachable).
 test: lint typecheck
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
-## Only the fast tests (no slow marker).
+## The edit loop's tests: no Prefect server or flow, no child process, nothing slow (see README).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "$(FAST)" $(PYTEST_ARGS)
 
 ## Simulator + SQLite, two syncs with fleet changes between them, then what changed.
 demo: $(STAMP)

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from sync.store import migrate
 from sync.store.engine import make_engine, normalize_database_url
-from sync.store.migrate import head_revision, upgrade
+from sync.store.migrate import current_revision, head_revision, upgrade
+from tests.db_templates import PostgresTemplate, SqliteTemplate, schema_url
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="phala-sync-prefect-")
 os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
@@ -32,6 +36,9 @@ for _name in list(os.environ):
         del os.environ[_name]
 os.environ.pop("PHALA_CLOUD_API_KEY", None)
 os.environ.pop("PHALA_CLOUD_API_PREFIX", None)
+
+#: The Prefect test server and the served simulator, for tests/flows and tests/sync/cli.
+pytest_plugins = ("tests.flow_fixtures",)
 
 DEFAULT_TEST_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -61,22 +68,25 @@ def postgres_unavailable_reason() -> str | None:
     return _pg_state["reason"]
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A URL whose connections use a fresh, private schema (dropped afterwards)."""
+def _require_postgres() -> None:
     reason = postgres_unavailable_reason()
     if reason:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the PostgreSQL tests: {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL whose connections use a fresh, private, empty schema (dropped afterwards)."""
+    _require_postgres()
     base = postgres_base_url()
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(normalize_database_url(base))
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
     try:
-        yield url.render_as_string(hide_password=False)
+        yield schema_url(base, schema)
     finally:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -95,11 +105,45 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(name))
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> SqliteTemplate:
+    """This process's SQLite file, migrated to head by the real chain (tests/db_templates.py)."""
+    return SqliteTemplate.create(tmp_path_factory.mktemp("template"))
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> PostgresTemplate:
+    """This process's recording of the real chain on PostgreSQL (tests/db_templates.py)."""
+    _require_postgres()
+    return PostgresTemplate.create(postgres_base_url())
+
+
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    """An engine on a database migrated to head by the real Alembic chain."""
+def engine(database_url: str, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """An engine on ``database_url``, migrated to head.
+
+    A copy of this process's template (tests/db_templates.py), which the real Alembic chain
+    migrated, checked to be at the template's head revision. Tests marked ``migration_chain``,
+    and databases that are not empty when the fixture starts, get the real chain instead.
+    """
     eng = make_engine(database_url)
-    upgrade(eng)
+    template: SqliteTemplate | PostgresTemplate | None = None
+    if not request.node.get_closest_marker("migration_chain"):
+        if eng.dialect.name == "sqlite":
+            path = Path(str(eng.url.database))
+            if not path.exists():
+                template = request.getfixturevalue("sqlite_template")
+                template.copy_to(path)
+        elif not inspect(eng).get_table_names():
+            template = request.getfixturevalue("postgres_template")
+            template.replay(eng)
+    if template is None:
+        upgrade(eng)
+    else:
+        revision = current_revision(eng)
+        assert revision == template.revision, (
+            f"a copy at {revision}, its template at {template.revision}"
+        )
     yield eng
     eng.dispose()
 
@@ -132,3 +176,60 @@ def next_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     )
     monkeypatch.setattr(migrate, "SCRIPT_LOCATION", scripts)
     return old_head
+
+
+# ------------------------------------------------------------------------ markers and xdist rules
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test of the session's Prefect test server runs on one xdist worker (``--dist
+    loadgroup``), so that one server starts, not one per worker."""
+    for item in items:
+        if "prefect_api_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("prefect"))
+
+
+_CALL_PASSED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Iterator[pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if report.when == "call":
+        item.stash[_CALL_PASSED] = report.passed
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _child_processes_are_marked(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """A test that starts a child process (a Prefect server included) must say so with the
+    ``subprocess`` or ``prefect`` marker: ``make test-fast`` leaves those out."""
+    if any(request.node.get_closest_marker(m) for m in ("subprocess", "prefect")):
+        yield
+        return
+    started: list[str] = []
+    advice = (
+        "mark the test `subprocess` (or `prefect` if it runs a Prefect server or flow), so that"
+        " `make test-fast` leaves it out"
+    )
+
+    execute_child = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+
+    def refuse(self: subprocess.Popen[bytes], args: Any, *rest: Any) -> Any:
+        """Refuses Python, a program of this environment (phala-sync, prefect) or ``timeout``;
+        a library's probe of a system tool (``file``, ``ldconfig``) is let through."""
+        argv = [args] if isinstance(args, str | bytes | os.PathLike) else list(args)
+        program = Path(os.fsdecode(argv[0])) if argv else Path()
+        ours = program.name.startswith("python") or program.name == "timeout"
+        if ours or program.parent == Path(sys.executable).parent:
+            started.append(repr(args))
+            raise AssertionError(f"{request.node.nodeid} starts {args!r}: {advice}")
+        return execute_child(self, args, *rest)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(subprocess.Popen, "_execute_child", refuse)
+        yield
+    # The refusal may have been caught and turned into something else: fail the test anyway.
+    if started and request.node.stash.get(_CALL_PASSED, False):
+        pytest.fail(f"started child processes {started}: {advice}")

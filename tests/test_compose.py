@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML comes with Prefect, its stubs do not
 from click.testing import CliRunner
 
@@ -127,12 +128,14 @@ def test_service_arguments_parse() -> None:
     assert ctx.params["port"] == 8000
 
 
+@pytest.mark.subprocess
 def test_the_prefect_service_command_exists() -> None:
     argv = _command(SERVICES["prefect"])
     assert argv[:3] == ["prefect", "server", "start"]
     _assert_prefect_help_lists_options(argv[1:], argv)
 
 
+@pytest.mark.subprocess
 def test_the_worker_polls_a_process_pool_with_real_options() -> None:
     """The worker is a stock ``prefect worker start`` on a process pool that README deploys to."""
     argv = _command(SERVICES["worker"])

@@ -24,10 +24,10 @@ import pytest
 from simulator import SimulatorServer
 from sync.store import queries
 from sync.store.engine import make_engine
-from tests.flows.children import start, stop
-from tests.flows.conftest import API_KEY
+from tests.children import start, stop
+from tests.flow_fixtures import API_KEY
 
-pytestmark = [pytest.mark.prefect, pytest.mark.slow]
+pytestmark = [pytest.mark.prefect, pytest.mark.slow, pytest.mark.subprocess]
 
 BIN = Path(sys.executable).parent
 PHALA_SYNC = str(BIN / "phala-sync")

@@ -31,7 +31,7 @@ from models import StagedRecord, table_of
 from simulator import SimulatorServer
 from sync.errors import AuthError, ConfigError, RetriableApiError
 from sync.store import queries
-from tests.flows.conftest import API_KEY, FLEET
+from tests.flow_fixtures import API_KEY, FLEET
 
 #: Every test runs under the session's Prefect test server, with the simulator's key set.
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_api_url", "api_key_env")]

@@ -39,7 +39,7 @@ from tests.reliability.oracle import (
     runs,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 SCRIPT = Path(__file__).with_name("killable_sync.py")
 PAUSE_IN_APPLY = 0.2

@@ -21,6 +21,7 @@ def test_simulate_is_a_click_command() -> None:
     assert {"port", "api_key", "cvms", "seed", "admin_token", "faults", "fault_seed"} <= names
 
 
+@pytest.mark.subprocess
 def test_simulate_serves_in_a_child_process() -> None:
     with SimulatorProcess(
         api_key=API_KEY,

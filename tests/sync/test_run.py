@@ -13,7 +13,7 @@ from simulator import Fleet, SimulatorTransport, create_app
 from sync.errors import RetriableApiError
 from sync.run import RunSummary, run_sync
 from sync.settings import Settings
-from tests.store.builders import LEGACY_UNKNOWN
+from tests.sync.store.builders import LEGACY_UNKNOWN
 
 KEY = "phak_run_test_key"
 

@@ -1,7 +1,8 @@
 """The CLI's Prefect-free commands (db, runs, inventory, history, changes), help and bad input.
 
 The database is filled by ``sync.run.run_sync`` over the in-process simulator transport, so these
-tests need neither sockets nor Prefect; the commands that run the flow are in tests/flows.
+tests need neither sockets nor Prefect; the commands that run the flow (``sync``, ``serve``) are in
+test_sync_command.py and test_sync_first_run.py.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def test_sync_has_the_documented_flags_and_no_key_flag() -> None:
     assert "--api-key" not in text
 
 
+@pytest.mark.subprocess
 def test_database_and_query_commands_never_import_prefect(sqlite_url: str) -> None:
     code = (
         "import sys\n"
@@ -300,6 +302,7 @@ def test_error_line_is_one_line_for_any_error() -> None:
     assert "--debug" in bug
 
 
+@pytest.mark.subprocess
 def test_main_is_the_console_script() -> None:
     done = subprocess.run(
         [Path(sys.executable).with_name("phala-sync"), "--version"],

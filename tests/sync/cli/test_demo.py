@@ -44,6 +44,7 @@ def _processes_with_home(prefect_home: Path) -> list[psutil.Process]:
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None:
     workdir = tmp_path / "work"
     workdir.mkdir()

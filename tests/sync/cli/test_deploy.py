@@ -1,6 +1,6 @@
 """``phala-sync deploy``: its help and its one-line errors, with no Prefect server running.
 
-The deployments it registers, and a stock worker running them, are in tests/flows/test_work_pool.py.
+The deployments it registers, and a stock worker running them, are in tests/flows/test_processes.py.
 """
 
 from __future__ import annotations

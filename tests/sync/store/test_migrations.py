@@ -27,6 +27,9 @@ from sync.store.migrate import (
 )
 from tests.conftest import NEXT_REVISION
 
+#: These tests are about the chain itself: ``engine`` runs it, no template copy.
+pytestmark = pytest.mark.migration_chain
+
 
 def test_single_head() -> None:
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()

@@ -20,7 +20,7 @@ from sync.store import queries
 from sync.store.engine import make_engine
 from sync.store.migrate import current_revision, head_revision
 from tests.conftest import NEXT_REVISION
-from tests.flows.conftest import FLEET
+from tests.flow_fixtures import FLEET
 from tests.sync.cli.test_commands import assert_one_line_error
 
 #: Every test runs under the session's Prefect test server, with the simulator's key set.

@@ -25,11 +25,11 @@ from sqlalchemy import Engine
 from simulator import SimulatorServer
 from sync.cli import cli
 from sync.store import queries
-from tests.flows.children import stop
-from tests.flows.conftest import API_KEY, FLEET
+from tests.children import stop
+from tests.flow_fixtures import API_KEY, FLEET
 from tests.sync.cli.test_commands import assert_one_line_error, from_the_future
 
-pytestmark = pytest.mark.prefect
+pytestmark = [pytest.mark.prefect, pytest.mark.subprocess]
 
 PHALA_SYNC = str(Path(sys.executable).with_name("phala-sync"))
 

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 from models import ChangeEvent, Cvm, CvmHistory, StagedRecord, SyncRun, table_of
 from sync.api.pages import Rejection
 from sync.store import apply as apply_module
-from tests.store.builders import app, bundle, cvm, run_with
+from tests.sync.store.builders import app, bundle, cvm, run_with
 
 
 def events(engine: Engine, run_id: int) -> list[tuple[str, str, str, dict[str, Any]]]:

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, select
 from models import SyncRun, table_of
 from sync.errors import RunLockedError
 from sync.store.lock import run_lock
-from tests.store.builders import bundle, cvm, run_with
+from tests.sync.store.builders import bundle, cvm, run_with
 
 
 def test_second_run_exits_with_a_clear_message(engine: Engine) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 
 from sync.store import queries
-from tests.store.builders import bundle, cvm, run_with
+from tests.sync.store.builders import bundle, cvm, run_with
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "schema.md"
 
 
 def doc_queries() -> list[str]:

@@ -1,7 +1,9 @@
 """Fixtures for the tests that run the real flow: one Prefect test server, a served simulator.
 
-``prefect_api_url`` starts ONE ``prefect_test_harness`` for the whole session (about 8 s) and gives
-its API URL, so a child process (``phala-sync serve``/``sync``) can use the same server.
+A pytest plugin of tests/conftest.py, so that tests/flows and tests/sync/cli (the ``sync`` and
+``serve`` commands) share them. ``prefect_api_url`` starts ONE ``prefect_test_harness`` per test
+process (about 8 s) and gives its API URL, so a child process (``phala-sync serve``/``sync``) can
+use the same server; under xdist every test using it runs on one worker (tests/conftest.py).
 """
 
 from __future__ import annotations

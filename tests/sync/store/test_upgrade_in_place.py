@@ -17,7 +17,7 @@ from models import Base
 from sync.store.migrate import current_revision, downgrade, head_revision, upgrade
 from tests.reliability.conftest import new_harness
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.migration_chain]
 
 FIRST_RELEASE = "0001"
 
