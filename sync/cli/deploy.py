@@ -5,6 +5,7 @@ Prefect and :mod:`flows` are imported only when one of these commands runs.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ import click
 
 from sync.cli.group import CliError, first_line
 from sync.cli.options import F, migrate_option, open_database
+from sync.lifetime import PARENT_ENV
 from sync.settings import Settings, build_settings, require_api_key
 from sync.store.engine import safe_database_url
 
@@ -140,6 +142,8 @@ def serve(**given: Any) -> None:
     if any("api_key_secret" not in d.parameters for d in deployments):
         require_api_key(settings)  # a target reads PHALA_CLOUD_API_KEY, here
     ensure_prefect_api(announce=True, kind=ServerKind.SCHEDULING)
+    # The runs are the runner's children: each makes the kernel kill it with this process.
+    os.environ[PARENT_ENV] = str(os.getpid())
     names = ", ".join(d.name for d in deployments)
     click.echo(f"serving {names} (database {safe_database_url(settings.database_url)})", err=True)
     serve_deployments(deployments, interval=options.interval)

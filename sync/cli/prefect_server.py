@@ -25,22 +25,19 @@ This module starts a process; it does not import Prefect.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from enum import Enum
 
-__all__ = ["LocalPrefectServer", "ServerKind", "die_with_parent"]
+from sync.lifetime import die_with_parent
 
-_PR_SET_PDEATHSIG = 1
+__all__ = ["LocalPrefectServer", "ServerKind"]
+
 _SERVICES = "PREFECT_SERVER_SERVICES_"
 _LEASES = "prefect.server.concurrency.lease_storage"
 
@@ -84,24 +81,6 @@ _SCHEDULING_ENV = {
 }
 _SERVER_ENV = {ServerKind.EPHEMERAL: _EPHEMERAL_ENV, ServerKind.SCHEDULING: _SCHEDULING_ENV}
 _POLL_SECONDS = 0.1
-
-
-def die_with_parent() -> Callable[[], None]:
-    """A ``preexec_fn`` that makes the child get SIGKILL when the process forking it dies.
-
-    libc is looked up here, in the parent, so that the child (between fork and exec) only calls
-    it. If the parent died before the call took effect, the child exits at once.
-    """
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    parent = os.getpid()
-
-    def preexec() -> None:  # pragma: no cover - runs in the child, between fork and exec
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            os._exit(126)
-        if os.getppid() != parent:
-            os._exit(0)
-
-    return preexec
 
 
 def _inherited_env() -> dict[str, str]:
