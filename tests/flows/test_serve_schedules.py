@@ -314,4 +314,5 @@ def _restart_finds_its_history(
             "SELECT COUNT(*) FROM flow_run WHERE deployment_id = ? AND state_type = 'COMPLETED'",
             deployment,
         ).fetchone()
-    assert completed[0] >= RUNS + 1  # the first serve's runs and the second's
+    # The first serve's runs at least: the second's may be killed before it reports its own.
+    assert completed[0] >= RUNS
