@@ -16,6 +16,7 @@ environment: neither is ever a parameter.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,6 +38,8 @@ from sync.settings import ValidationPolicy
 #: Served runs wait this long for another target's run to release the database's run lock.
 SERVED_LOCK_TIMEOUT = 600.0
 DEFAULT_INTERVAL = 3600.0
+#: Prefect's default PREFECT_RUNNER_POLL_FREQUENCY (and the runner's prefetch), seconds.
+RUNNER_POLL_SECONDS = 10.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -132,9 +135,26 @@ def build_deployments(
     return deployments
 
 
-def serve_deployments(deployments: list[RunnerDeployment]) -> None:
-    """Serve the deployments until interrupted (Ctrl-C or SIGTERM)."""
-    serve(*deployments)
+def runner_timing(interval: float | None) -> dict[str, float]:
+    """How often a serving runner asks for due runs, and how early it takes them, for ``interval``.
+
+    Prefect's runner polls every ``PREFECT_RUNNER_POLL_FREQUENCY`` (10 s) for runs due within the
+    next 10 s and starts them at once. A deployment with ``CANCEL_NEW`` gets one run per poll (the
+    others found with it are cancelled), so a schedule shorter than two polls would run at most
+    every 10 s, each run up to 10 s early. For such intervals the runner polls twice per interval
+    and takes runs at most a quarter interval early; cron schedules (a minute at least) and
+    longer intervals keep Prefect's defaults, and so does a poll frequency set in the environment.
+    """
+    if interval is None or os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY"):
+        return {}
+    if interval >= 2 * RUNNER_POLL_SECONDS:
+        return {}
+    return {"query_seconds": interval / 2, "prefetch_seconds": interval / 4}
+
+
+def serve_deployments(deployments: list[RunnerDeployment], *, interval: float | None) -> None:
+    """Serve the deployments until interrupted (Ctrl-C or SIGTERM); see :func:`runner_timing`."""
+    serve(*deployments, **runner_timing(interval))  # type: ignore[arg-type]
 
 
 def _api_url() -> str:
@@ -142,7 +162,8 @@ def _api_url() -> str:
     if not url:
         raise ConfigError(
             "no Prefect server: set PREFECT_API_URL to the API of the server the workers poll, "
-            "e.g. http://127.0.0.1:4200/api"
+            "e.g. http://127.0.0.1:4200/api (deploy starts no temporary server: the deployments "
+            "would vanish with it when deploy exits)"
         )
     return str(url)
 

@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 from flows.artifacts import publish_summary
 from sync.api.redaction import safe_url
 from sync.errors import ConfigError, PhalaSyncError
+from sync.lifetime import die_with_named_parent
 from sync.progress import ThrottledLog, notify
 from sync.run import FetchResult, apply_run, fetch_and_stage, run_stages
 from sync.settings import Settings, ValidationPolicy, build_settings, require_api_key
@@ -172,6 +173,7 @@ async def sync_flow(
     upgrade a database at an older schema revision. ``fetch_retries`` restarts the fetch stage
     after retriable failures the HTTP client's own retries did not overcome.
     """
+    die_with_named_parent()  # a run served by `serve` ends with it, even on kill -9
     logger = get_run_logger()
     overrides = {
         "target": target,

@@ -8,13 +8,17 @@ use the same server; under xdist every test using it runs on one worker (tests/c
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
+import httpx
 import pytest
 
 from simulator import SimulatorServer
+from tests.children import PREFECT, base_env, free_port, start, stop
 
 API_KEY = "phak_flowtest_0123456789abcdef"
 ADMIN_TOKEN = "admin-flowtest"
@@ -76,3 +80,27 @@ def api_key_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     monkeypatch.setenv("PHALA_SYNC_MAX_ATTEMPTS", "1")
     monkeypatch.setenv("PHALA_SYNC_RETRY_BUDGET", "2")
     return API_KEY
+
+
+@pytest.fixture
+def prefect_server(tmp_path: Path) -> Iterator[str]:
+    """A real ``prefect server start`` on a free port with its own home; yields its API URL."""
+    port = free_port()
+    env = base_env(PREFECT_HOME=str(tmp_path / "server-home"))
+    argv = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        proc = start(argv, seconds=900, log=log, env=env, cwd=tmp_path)
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 150
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.5)
+        yield api
+    finally:
+        stop(proc)

@@ -5,6 +5,7 @@ Prefect and :mod:`flows` are imported only when one of these commands runs.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ import click
 
 from sync.cli.group import CliError, first_line
 from sync.cli.options import F, migrate_option, open_database
+from sync.lifetime import PARENT_ENV
 from sync.settings import Settings, build_settings, require_api_key
 from sync.store.engine import safe_database_url
 
@@ -120,14 +122,17 @@ def serve(**given: Any) -> None:
     Each deployment runs at most one flow run at a time (a run due while the previous one is
     still going is cancelled). The database is PHALA_SYNC_DATABASE_URL; an empty one gets the
     schema at the first run, one at an older revision needs `phala-sync db upgrade` or
-    --migrate. Point PREFECT_API_URL at a Prefect server to see the runs there; without one, a
-    temporary local server runs for as long as this command.
+    --migrate. Point PREFECT_API_URL at a Prefect server to see the runs there. Without one, a
+    local Prefect server with its scheduler runs for as long as this command (and dies with
+    it); it keeps deployments and run history in PREFECT_HOME (~/.prefect), where a restarted
+    serve finds them again.
     """
     options = DeploymentOptions(**given)
     settings = _deployment_settings(options)
     with open_database(settings, schema="runnable"):
         pass  # fail at start, not at the first scheduled run
     from sync.cli.prefect import ensure_prefect_api, prefect_env_defaults
+    from sync.cli.prefect_server import ServerKind
 
     prefect_env_defaults()
     # Imported here: Prefect is slow to import and only the flow-running commands need it.
@@ -136,10 +141,12 @@ def serve(**given: Any) -> None:
     deployments = _deployments(options, settings)
     if any("api_key_secret" not in d.parameters for d in deployments):
         require_api_key(settings)  # a target reads PHALA_CLOUD_API_KEY, here
-    ensure_prefect_api(announce=True)
+    ensure_prefect_api(announce=True, kind=ServerKind.SCHEDULING)
+    # The runs are the runner's children: each makes the kernel kill it with this process.
+    os.environ[PARENT_ENV] = str(os.getpid())
     names = ", ".join(d.name for d in deployments)
     click.echo(f"serving {names} (database {safe_database_url(settings.database_url)})", err=True)
-    serve_deployments(deployments)
+    serve_deployments(deployments, interval=options.interval)
 
 
 @click.command()

@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Any
 
-from sync.cli.prefect_server import LocalPrefectServer
+from sync.cli.prefect_server import LocalPrefectServer, ServerKind
 from sync.progress import TerminalProgress, listening
 
 __all__ = ["PREFECT_DEFAULTS", "ensure_prefect_api", "prefect_env_defaults", "run_sync_flow"]
@@ -79,15 +79,30 @@ def _configured_api_url() -> str | None:
     return PREFECT_API_URL.value() or None
 
 
-def ensure_prefect_api(*, announce: bool) -> str | None:
+def _announcement(kind: ServerKind) -> str:
+    if kind is ServerKind.EPHEMERAL:
+        return "starting a temporary local Prefect server (no PREFECT_API_URL)...\n"
+    from prefect.settings import get_current_settings
+
+    home = get_current_settings().home
+    return (
+        "starting a local Prefect server with its scheduler for as long as this command runs "
+        f"(no PREFECT_API_URL); it keeps its records in PREFECT_HOME ({home})...\n"
+    )
+
+
+def ensure_prefect_api(*, announce: bool, kind: ServerKind = ServerKind.EPHEMERAL) -> str | None:
     """Make sure a Prefect API is configured; returns the temporary server's URL if one started.
 
     With no ``PREFECT_API_URL`` (environment, profile or a test harness), start
-    :class:`~sync.cli.prefect_server.LocalPrefectServer` once per process, point ``PREFECT_API_URL``
-    at it (the environment, for child processes such as served runs, and the current Prefect
-    settings) and stop it at exit. Call from the main thread, before Prefect starts threads.
+    :class:`~sync.cli.prefect_server.LocalPrefectServer` of ``kind`` once per process, point
+    ``PREFECT_API_URL`` at it (the environment, for child processes such as served runs, and the
+    current Prefect settings) and stop it at exit. Call from the main thread, before Prefect starts
+    threads.
     """
     if _local_server:
+        if _local_server[0].kind is not kind:
+            raise RuntimeError(f"a {_local_server[0].kind.value} Prefect server already runs here")
         return _local_server[0].api_url
     if _configured_api_url():
         return None
@@ -95,8 +110,8 @@ def ensure_prefect_api(*, announce: bool) -> str | None:
     from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
     if announce:
-        sys.stderr.write("starting a temporary local Prefect server (no PREFECT_API_URL)...\n")
-    server = LocalPrefectServer()
+        sys.stderr.write(_announcement(kind))
+    server = LocalPrefectServer(kind)
     server.start()
     atexit.register(server.stop)  # before Prefect's exit hooks register: they run first
     server.wait_ready(float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))

@@ -10,52 +10,86 @@ PID 1, for good.
 its parent dies (Linux ``prctl(PR_SET_PDEATHSIG)``), and the caller points ``PREFECT_API_URL`` at
 it, so Prefect never starts one of its own. A normal exit still stops it politely.
 
+It comes in two kinds (:class:`ServerKind`). ``sync`` runs one flow and needs nothing but the API:
+it gets Prefect's own light ephemeral server (``PREFECT__SERVER_EPHEMERAL``), which runs none of
+the periodic background services. ``serve`` needs the scheduler, the service that turns a
+deployment's schedule into flow runs; without it, a served deployment is polled forever for runs
+nobody creates. Its server is started as a full one with only the services a served schedule
+needs (:data:`_SCHEDULING_ENV`). Both keep their records where Prefect does: the database of
+``PREFECT_HOME`` (``~/.prefect/prefect.db`` unless ``PREFECT_API_DATABASE_CONNECTION_URL`` says
+otherwise), so a restarted ``serve`` finds its deployments and run history again.
+
 This module starts a process; it does not import Prefect.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from enum import Enum
 
-__all__ = ["LocalPrefectServer", "die_with_parent"]
+from sync.lifetime import die_with_parent
 
-_PR_SET_PDEATHSIG = 1
+__all__ = ["LocalPrefectServer", "ServerKind"]
+
+_SERVICES = "PREFECT_SERVER_SERVICES_"
+_LEASES = "prefect.server.concurrency.lease_storage"
+
+
+class ServerKind(Enum):
+    """What the temporary server is for: one flow run, or serving schedules."""
+
+    #: ``sync``: Prefect's own ephemeral server; no periodic service runs, so it starts light.
+    EPHEMERAL = "ephemeral"
+    #: ``serve``: a full server with the services a served schedule needs (see the module).
+    SCHEDULING = "scheduling"
+
+
 #: What Prefect's own temporary server runs with: no UI, and flagged as ephemeral.
-_SERVER_ENV = {
+_EPHEMERAL_ENV = {
     "PREFECT_UI_ENABLED": "0",
     "PREFECT__SERVER_EPHEMERAL": "1",
     "PREFECT__SERVER_FINAL": "1",
 }
+#: ``serve``'s server (Prefect 3.9's periodic services, ``prefect/server/services``). Not flagged
+#: ephemeral, so the enabled ones run; the event services run in both kinds.
+_SCHEDULING_ENV = {
+    "PREFECT_UI_ENABLED": "0",
+    "PREFECT__SERVER_FINAL": "1",
+    # Needed: deployment schedules -> scheduled flow runs, which the serving runner picks up.
+    f"{_SERVICES}SCHEDULER_ENABLED": "true",
+    # Needed after a kill: frees the deployment's concurrency slot (limit 1, CANCEL_NEW) held by
+    # a run that died with the command, once its lease expires. Without it, and with leases kept
+    # in memory (Prefect's default), every later run of that deployment would be cancelled for
+    # good; on disk (PREFECT_HOME/concurrency_leases) they outlive a restart.
+    f"{_SERVICES}REPOSSESSOR_ENABLED": "true",
+    "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": f"{_LEASES}.filesystem",
+    # Kept: moves runs stuck in Cancelling (their process gone) to Cancelled.
+    f"{_SERVICES}CANCELLATION_CLEANUP_ENABLED": "true",
+    # Not needed by a served schedule: marking overdue runs Late (a label), work pool and worker
+    # health, paused-run expiry, the worker channel's cleanup queue.
+    f"{_SERVICES}LATE_RUNS_ENABLED": "false",
+    f"{_SERVICES}FOREMAN_ENABLED": "false",
+    f"{_SERVICES}PAUSE_EXPIRATIONS_ENABLED": "false",
+    f"{_SERVICES}CLEANUP_RECONCILER_ENABLED": "false",
+}
+_SERVER_ENV = {ServerKind.EPHEMERAL: _EPHEMERAL_ENV, ServerKind.SCHEDULING: _SCHEDULING_ENV}
 _POLL_SECONDS = 0.1
 
 
-def die_with_parent() -> Callable[[], None]:
-    """A ``preexec_fn`` that makes the child get SIGKILL when the process forking it dies.
+def _inherited_env() -> dict[str, str]:
+    """This environment without Prefect's private flag for its own ephemeral server.
 
-    libc is looked up here, in the parent, so that the child (between fork and exec) only calls
-    it. If the parent died before the call took effect, the child exits at once.
+    Prefect sets ``PREFECT__SERVER_EPHEMERAL`` in its own server's environment only; one found
+    here would turn a scheduling server into one without services.
     """
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    parent = os.getpid()
-
-    def preexec() -> None:  # pragma: no cover - runs in the child, between fork and exec
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            os._exit(126)
-        if os.getppid() != parent:
-            os._exit(0)
-
-    return preexec
+    return {k: v for k, v in os.environ.items() if k != "PREFECT__SERVER_EPHEMERAL"}
 
 
 def _free_port() -> int:
@@ -72,9 +106,14 @@ class LocalPrefectServer:
     thread): Linux signals the death of the forking *thread*.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, kind: ServerKind = ServerKind.EPHEMERAL) -> None:
+        self.kind = kind
         self.port = _free_port()
         self.process: subprocess.Popen[bytes] | None = None
+
+    def environment(self) -> dict[str, str]:
+        """The server process's environment: this one, with the settings of its kind."""
+        return {**_inherited_env(), **_SERVER_ENV[self.kind]}
 
     @property
     def api_url(self) -> str:
@@ -89,7 +128,7 @@ class LocalPrefectServer:
                 "--port", str(self.port), "--log-level", "error", "--lifespan", "on"]  # fmt: skip
         self.process = subprocess.Popen(
             argv,
-            env={**os.environ, **_SERVER_ENV},
+            env=self.environment(),
             stdin=subprocess.DEVNULL,
             # Started before Prefect runs any thread of its own here (see the class docstring).
             preexec_fn=die_with_parent(),

@@ -12,7 +12,7 @@ from prefect.states import Failed
 from prefect.types.entrypoint import EntrypointType
 
 from flows.artifacts import artifact_key, changes_markdown, counts_table
-from flows.deploy import SERVED_LOCK_TIMEOUT, Target, build_deployments
+from flows.deploy import SERVED_LOCK_TIMEOUT, Target, build_deployments, runner_timing
 from flows.sync_flow import fetch_task, retriable_failure
 from sync.errors import (
     ApiTransportError,
@@ -162,3 +162,15 @@ def test_changes_markdown_lists_and_limits() -> None:
     assert "id100" not in text
     assert "and 5 more: `phala-sync changes --run 4`" in text
     assert "Nothing changed." in changes_markdown(SUMMARY, [])
+
+
+def test_serve_polls_twice_per_short_interval_and_keeps_prefects_defaults_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PREFECT_RUNNER_POLL_FREQUENCY", raising=False)
+    assert runner_timing(5) == {"query_seconds": 2.5, "prefetch_seconds": 1.25}
+    assert runner_timing(19.5)["query_seconds"] == 9.75
+    assert runner_timing(20) == {}
+    assert runner_timing(None) == {}  # cron
+    monkeypatch.setenv("PREFECT_RUNNER_POLL_FREQUENCY", "3")
+    assert runner_timing(5) == {}  # the user's setting wins

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +23,10 @@ import pytest
 from simulator import SimulatorServer
 from sync.store import queries
 from sync.store.engine import make_engine
-from tests.children import start, stop
+from tests.children import PHALA_SYNC, PREFECT, base_env, marked, start, stop
 from tests.flow_fixtures import API_KEY
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow, pytest.mark.subprocess]
-
-BIN = Path(sys.executable).parent
-PHALA_SYNC = str(BIN / "phala-sync")
-PREFECT = str(BIN / "prefect")
-
-
-def _base_env(**extra: str) -> dict[str, str]:
-    """This environment without any phala-sync or Prefect API setting, plus ``extra``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("PHALA_") and k not in {"PREFECT_API_URL", "PREFECT_HOME"}
-    }
-    return {**env, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **extra}
 
 
 def _fleet_ids(simulator: SimulatorServer) -> set[str]:
@@ -62,7 +47,7 @@ def test_a_served_deployment_run_fills_an_empty_database(
 ) -> None:
     from prefect.deployments import run_deployment
 
-    env = _base_env(
+    env = base_env(
         PREFECT_API_URL=prefect_api_url,
         PHALA_CLOUD_API_KEY=API_KEY,
         PHALA_CLOUD_API_PREFIX=simulator.base_url,
@@ -100,18 +85,7 @@ def _wait_for(probe: Any, *, timeout: float) -> Any:
 # ------------------------------------------------------------------------------------- kill
 def _marked(marker: str) -> dict[int, str]:
     """pid -> command line of every process whose environment carries ``marker``."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:  # gone, or not ours
-            continue
-        if f"PHALA_KILL_TEST={marker}".encode() in environ.split(b"\0"):
-            found[int(entry.name)] = cmdline
-    return found
+    return marked("PHALA_KILL_TEST", marker)
 
 
 def _running_runs(path: Path) -> int:
@@ -130,7 +104,7 @@ def test_a_sync_killed_with_sigkill_leaves_no_process_behind(
     simulator.simulator.faults.set(["latency:ms=1000"])  # every page takes a second
     marker = uuid.uuid4().hex
     database = tmp_path / "killed.db"
-    env = _base_env(
+    env = base_env(
         PREFECT_HOME=str(tmp_path / "prefect-home"),
         PHALA_CLOUD_API_KEY=API_KEY,
         PHALA_KILL_TEST=marker,
@@ -164,38 +138,6 @@ def test_a_sync_killed_with_sigkill_leaves_no_process_behind(
 
 
 # ---------------------------------------------------------------------------------- work pool
-def _free_port() -> int:
-    import socket
-
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def prefect_server(tmp_path: Path) -> Iterator[str]:
-    """A real ``prefect server start`` on a free port with its own home; yields its API URL."""
-    port = _free_port()
-    env = _base_env(PREFECT_HOME=str(tmp_path / "server-home"))
-    argv = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        proc = start(argv, seconds=900, log=log, env=env, cwd=tmp_path)
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert proc.poll() is None, log_path.read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.5)
-        yield api
-    finally:
-        stop(proc)
-
-
 def _run(argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 180) -> str:
     done = subprocess.run(
         argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
@@ -209,7 +151,7 @@ def test_a_stock_worker_runs_two_deployed_targets_into_one_postgres_database(
     prefect_server: str, postgres_url: str, tmp_path: Path
 ) -> None:
     key_a, key_b = "phak_pool_alpha_0123456789", "phak_pool_beta_9876543210"
-    client_env = _base_env(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "home"))
+    client_env = base_env(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "home"))
     _run([PREFECT, "work-pool", "create", "phala-pool", "--type", "process"], client_env, tmp_path)
     save_secret = (
         "from prefect.blocks.system import Secret; "
