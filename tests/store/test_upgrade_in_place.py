@@ -15,7 +15,10 @@ import pytest
 from sqlalchemy import Engine, inspect, select
 
 from models import Base
+from sync import changes
+from sync.records import UNKNOWN
 from sync.store.migrate import current_revision, downgrade, head_revision, upgrade
+from sync.versions import v2026_01_21
 from tests.reliability.conftest import new_harness
 
 pytestmark = pytest.mark.slow
@@ -91,3 +94,41 @@ def test_an_older_database_upgrades_in_place(engine: Engine, older: str) -> None
             f"{table} changed on an unchanged resync"
         )
     assert len(after["sync_runs"]) == 3
+
+
+def test_a_previous_release_database_resyncs_without_spurious_events(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows written by the release before ``hourly_rate`` was mapped (normalization revision 1,
+    rates unknown) gain their rates from the upgrade, so the first run of this release, which
+    normalizes every item again, records no change."""
+    h = new_harness(engine, size=60)
+    with monkeypatch.context() as old_release:
+        old_release.setattr(changes, "NORMALIZATION_REVISION", 1)
+        old_release.setattr(v2026_01_21, "hourly_rate_fields", _rates_unknown)
+        changes._source_salt.cache_clear()
+        h.run()
+        h.fleet.evolve({"create": 3, "delete": 2, "resize": 2}, seed=5)
+        h.run()
+    changes._source_salt.cache_clear()
+    assert all(row["hourly_rate_total"] is None for row in every_row(engine)["cvms"])
+    downgrade(engine, PREVIOUS_HEAD)
+    upgrade(engine)
+    filled = every_row(engine)
+    assert any(row["hourly_rate_total"] is not None for row in filled["cvms"])
+
+    third = h.run()
+    assert third.status == "succeeded"
+    assert third.counts["cvm"]["updated"] == 0
+    after = every_row(engine)
+    for table in ("cvm_history", "change_events"):
+        assert after[table] == filled[table], f"{table} changed on the first run of the release"
+    # Every live CVM's open state carries the rates its items send.
+    open_rows = {r["vm_uuid"]: r for r in after["cvm_history"] if r["valid_to"] is None}
+    for row in after["cvms"]:
+        if row["deleted_at"] is None:
+            assert open_rows[row["vm_uuid"]]["hourly_rate_total"] == row["hourly_rate_total"]
+
+
+def _rates_unknown(item: object) -> dict[str, object]:
+    return dict.fromkeys(("hourly_rate_total", "hourly_rate_compute", "hourly_rate_disk"), UNKNOWN)
