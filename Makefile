@@ -43,6 +43,7 @@ demo: $(STAMP)
 ## Benchmarks (by hand; writes bench/results.json).
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/bi_views.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
