@@ -38,6 +38,8 @@ _RATE_PARTS = (
 )
 #: Phala's public storage price, USD per GB-hour, billed while a CVM exists (running or not).
 STORAGE_USD_PER_GB_HOUR = "0.000139"
+#: CVM payloads read at a time when the rates are filled in.
+_FILL_PAGE = 2000
 #: Views in creation order (dropped in reverse).
 VIEW_NAMES = ("current_cvms", "cvm_states", "fleet_daily", "cvm_daily_usage", "run_log")
 
@@ -349,21 +351,29 @@ def _fill_rates() -> None:
     cvms = sa.table(
         "cvms", sa.column("vm_uuid"), sa.column("raw_json"), *map(sa.column, RATE_COLUMNS)
     )
-    rows = conn.execute(
-        sa.select(cvms.c.vm_uuid, cvms.c.raw_json).where(cvms.c.raw_json.like('%"hourly_rate"%'))
-    ).all()
-    updates = [
-        {"key": vm_uuid, **parts}
-        for vm_uuid, raw_json in rows
-        if raw_json is not None and (parts := _rate_parts(raw_json)) is not None
-    ]
-    if updates:
-        conn.execute(
-            sa.update(cvms)
-            .where(cvms.c.vm_uuid == sa.bindparam("key"))
-            .values({c: sa.bindparam(c) for c in RATE_COLUMNS}),
-            updates,
-        )
+    after = ""
+    while True:  # in pages of keys, so that the payloads in memory stay bounded
+        rows = conn.execute(
+            sa.select(cvms.c.vm_uuid, cvms.c.raw_json)
+            .where(cvms.c.raw_json.like('%"hourly_rate"%'), cvms.c.vm_uuid > after)
+            .order_by(cvms.c.vm_uuid)
+            .limit(_FILL_PAGE)
+        ).all()
+        if not rows:
+            break
+        after = rows[-1][0]
+        updates = [
+            {"key": vm_uuid, **parts}
+            for vm_uuid, raw_json in rows
+            if raw_json is not None and (parts := _rate_parts(raw_json)) is not None
+        ]
+        if updates:
+            conn.execute(
+                sa.update(cvms)
+                .where(cvms.c.vm_uuid == sa.bindparam("key"))
+                .values({c: sa.bindparam(c) for c in RATE_COLUMNS}),
+                updates,
+            )
     setters = ", ".join(
         f"{c} = (SELECT c.{c} FROM cvms c WHERE c.vm_uuid = cvm_history.vm_uuid)"
         for c in RATE_COLUMNS
