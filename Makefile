@@ -48,6 +48,7 @@ demo: $(STAMP)
 ## Benchmarks (by hand; writes bench/results.json).
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/bi_views.py
 
 ## How far each pin in pyproject.toml is from the newest release on the package index.
 deps-check: $(STAMP)

@@ -25,6 +25,7 @@ for _command in (
     queries.inventory,
     queries.history,
     queries.changes,
+    queries.fleet,
     demo.demo,
 ):
     cli.add_command(_command)

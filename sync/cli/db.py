@@ -9,8 +9,8 @@ from sqlalchemy import Engine
 
 from sync.cli.options import database_option, open_database
 from sync.settings import build_settings
-from sync.store import migrate
-from sync.store.engine import safe_database_url
+from sync.store import migrate, views
+from sync.store.engine import normalize_database_url, safe_database_url
 
 
 @click.group()
@@ -65,3 +65,23 @@ def current(database_url: str | None) -> None:
         click.echo(f"{revision} (head)")
     else:
         click.echo(f"{revision} (head is {head}: run `phala-sync db upgrade`)")
+
+
+@db.command("grant-reader")
+@click.argument("role")
+@database_option
+def grant_reader(role: str, database_url: str | None) -> None:
+    """Give the PostgreSQL ROLE read-only access: SELECT on every table and view (a BI tool's).
+
+    The role must exist. Tables and views that later migrations create are readable too (the
+    schema's default privileges), when the migrations run as the user who ran this command.
+    """
+    settings = build_settings({"database_url": database_url})
+    views.require_postgresql(normalize_database_url(settings.database_url).get_backend_name())
+    with open_database(settings, schema="none") as engine:
+        schema = views.grant_reader(engine, role)
+    where = safe_database_url(settings.database_url)
+    click.echo(
+        f"granted {role} SELECT on every table and view of schema {schema} in {where} "
+        "(and on those later migrations create)"
+    )

@@ -1,8 +1,8 @@
-"""``phala-sync runs|inventory|history|changes``: what the database holds, as tables or JSON."""
+"""``phala-sync runs|inventory|history|changes|fleet``: what the database holds, as text or JSON."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import click
@@ -12,7 +12,7 @@ from sync.cli.options import database_option, json_option, open_database
 from sync.present import change_tally, table, to_json
 from sync.records import ENTITY_TYPES
 from sync.settings import build_settings
-from sync.store import queries
+from sync.store import queries, views
 
 
 def _emit(rows: list[dict[str, Any]], columns: list[str], as_json: bool, empty: str) -> None:
@@ -145,3 +145,42 @@ def changes(
     click.echo("")
     shown = [{**r, "fields": ", ".join(sorted(r.get("changes") or {}))} for r in rows]
     click.echo(table(shown, ["run_id", "change_type", "entity_type", "entity_id", "fields"]))
+
+
+def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    """A ``--since``/``--until`` value as a date (a UTC day)."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a day such as 2026-04-15") from None
+
+
+@click.command()
+@database_option
+@click.option("--target", help="Only this target's CVMs [default: every target, summed].")
+@click.option("--since", metavar="DAY", callback=_day, help="From this UTC day on (YYYY-MM-DD).")
+@click.option("--until", metavar="DAY", callback=_day, help="Up to this UTC day, included.")
+@click.option(
+    "--by",
+    type=click.Choice(list(views.FLEET_DIMENSIONS)),
+    help="One row per day and value of this dimension.",
+)
+@json_option
+def fleet(
+    database_url: str | None,
+    target: str | None,
+    since: date | None,
+    until: date | None,
+    by: str | None,
+    as_json: bool,
+) -> None:
+    """The fleet day by day (UTC): CVMs and capacity at the end of each day, from fleet_daily."""
+    if since is not None and until is not None and since > until:
+        raise CliError(f"--since {since} is after --until {until}")
+    with open_database(build_settings({"database_url": database_url})) as engine:
+        rows = views.fleet_series(engine, target=target, since=since, until=until, by=by)
+    key = [views.FLEET_DIMENSIONS[by]] if by else []
+    columns = ["day", *key, "cvms", "vcpus", "memory_gb", "disk_gb", "gpus"]
+    _emit(rows, columns, as_json, "no days yet: the series starts with the first succeeded run")

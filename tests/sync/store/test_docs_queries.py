@@ -40,6 +40,16 @@ def test_every_example_runs(engine: Engine) -> None:
     assert [r[0] for r in deleted] == [f"{5:032x}"]
     latest = results["-- What changed in the latest successful run."]
     assert ("cvm", "deleted", 1) in [tuple(r) for r in latest]
+    # The views: both runs are on today's UTC day, the second saw 5 CVMs of the 6.
+    days = results["-- Fleet size per day (every day of the series)."]
+    assert [(r[1], r[2]) for r in days] == [(5, sum(cvm(i).vcpu or 0 for i in range(5)))]
+    ages = results["-- How old are the live CVMs (age buckets)."]
+    assert sum(r[1] for r in ages) == 5
+    runs = results["-- Runs per status and their average duration."]
+    assert [(r[0], r[1]) for r in runs] == [("succeeded", 2)]
+    hours = results["-- Hours per status of each CVM, over its whole stored history."]
+    assert {r[0] for r in hours} == {f"{i:032x}" for i in range(6)}
+    assert results["-- Estimated cost per workspace and day."]
 
 
 def test_point_in_time_returns_an_earlier_fleet_exactly(engine: Engine) -> None:
