@@ -33,10 +33,14 @@ from sync.store import queries
 MAX_LISTED_CHANGES = 100
 
 
+def target_slug(target: str) -> str:
+    """The target's name in lower-case letters, digits and dashes (for keys and file names)."""
+    return re.sub(r"[^a-z0-9]+", "-", target.lower()).strip("-") or "target"
+
+
 def artifact_key(target: str, kind: str) -> str:
     """A valid artifact key (lower-case letters, digits, dashes) for one target."""
-    slug = re.sub(r"[^a-z0-9]+", "-", target.lower()).strip("-") or "target"
-    return f"phala-sync-{slug}-{kind}"
+    return f"phala-sync-{target_slug(target)}-{kind}"
 
 
 def counts_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:

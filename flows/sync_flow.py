@@ -35,10 +35,10 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from flows.artifacts import (
-    artifact_key,
     publish_fleet_change,
     publish_report_link,
     publish_summary,
+    target_slug,
 )
 from sync.api.redaction import safe_url
 from sync.errors import ConfigError, PhalaSyncError
@@ -142,7 +142,7 @@ async def apply_task(
 
 def report_path(report_dir: Path, target: str) -> Path:
     """Where a run writes its target's report: one file per target, replaced by each run."""
-    return report_dir / f"{artifact_key(target, 'report').removeprefix('phala-sync-')}.html"
+    return report_dir / f"fleet-report-{target_slug(target)}.html"
 
 
 def _write_report(engine: Engine, target: str, path: Path) -> Path:

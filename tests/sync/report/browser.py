@@ -176,9 +176,7 @@ def visit(page: Path, *, screenshot: Path | None = None, timeout: float = 90.0) 
                     tools.call(f"{domain}.enable")
                 tools.call("Page.navigate", url=url)
                 tools.wait_for("Page.loadEventFired", timeout)
-                reading = tools.call(
-                    "Runtime.evaluate", expression=READ_PAGE, returnByValue=True
-                )
+                reading = tools.call("Runtime.evaluate", expression=READ_PAGE, returnByValue=True)
                 result.page = reading["result"]["value"]
                 if screenshot is not None:
                     height = int(result.page["height"])
