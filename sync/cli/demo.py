@@ -123,7 +123,7 @@ def run_demo(
             echo("\n" + summary_text(summaries[0]) + "\n")
             echo(
                 f"[4/5] {runs - 1} more days: each day the fleet changes (a simulator evolve "
-                "step), then the flow syncs"
+                "step), then the flow syncs (times are simulated, and so are the durations)"
             )
             echo("  " + run_line(summaries[0]))
             with AdminClient(sim.base_url, admin_token) as admin:
@@ -137,9 +137,9 @@ def run_demo(
             _show_results(engine, summaries[-1], database_url, echo)
         finally:
             engine.dispose()
-        echo("[5/5] the fleet report")
-        report = _write_demo_report(database_url, report_path, echo)
-    echo("the simulator is stopped; the database stays for you to query.")
+    echo("the simulator is stopped; the database stays for you to query.\n")
+    echo("[5/5] the fleet report")
+    report = _write_demo_report(database_url, report_path, echo)
     echo(f"fleet report: {report}")
     return summaries
 
@@ -151,13 +151,13 @@ def _write_demo_report(
 
     engine = make_engine(database_url)
     try:
-        built = build_report(engine, target=TARGET)
+        built = build_report(engine, target=TARGET, generated_at=clock.wall_clock())
     finally:
         engine.dispose()
     path = write_report(built, report_path or Path("phala-sync-demo-report.html"))
     echo(
         f"  {len(built.charts)} charts over {built.window.since} to {built.window.until}: open "
-        f"it in a browser (one file, works offline), or write it again with\n"
+        "it in a browser (one file, works offline), or write it again with\n"
         f"  phala-sync report --database-url {database_url} --out {path.name}\n"
     )
     return path

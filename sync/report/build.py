@@ -15,7 +15,7 @@ from sync.report import charts, data
 from sync.report.page import Header, render_page
 
 #: Charts that span the page's width.
-WIDE = ("capacity-region", "changes-run")
+WIDE = ("fleet-status", "capacity-region", "changes-run")
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ UNKNOWN = "(unknown)"
 AGE_BUCKETS = ("< 1 day", "1-30 days", "30-90 days", "90-365 days", "> 1 year", "unknown")
 WIDTH, HEIGHT = 7.2, 3.2  # inches; 100 dpi in the SVG's viewBox
 WIDE = 11.0  # the charts that span the page
+OUTLIER = 4  # a run whose bars are this many times the others' is clipped (see _clip_outliers)
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,7 @@ def _lines(
     ylabel: str,
     stacked: bool = False,
     first_column: str = "day",
+    width: float = WIDTH,
 ) -> Chart:
     days, groups = pivot(rows)
     table = Table(
@@ -217,7 +219,7 @@ def _lines(
     note = _too_few_days(days)
     if note:
         return Chart(key, title, table, note=note)
-    fig, (ax,) = _figure()
+    fig, (ax,) = _figure(width=width)
     x = [_to_datetime(d) for d in days]
     n = 0
     if stacked:
@@ -250,7 +252,13 @@ def _lines(
 @_drawn
 def fleet_by_status(rows: Sequence[tuple[date, str | None, int]]) -> Chart:
     """CVMs per day by status, from ``(day, status, cvms)``."""
-    return _lines("fleet-status", "Fleet size over time, by status", rows, ylabel="CVMs (count)")
+    return _lines(
+        "fleet-status",
+        "Fleet size over time, by status",
+        rows,
+        ylabel="CVMs (count)",
+        width=WIDE,
+    )
 
 
 @_drawn
@@ -408,6 +416,7 @@ def changes_per_run(rows: Sequence[tuple[int, datetime, int, int, int, int]]) ->
         )
         for bar in bars:
             n = _mark(bar, key, n)
+    _clip_outliers(ax, [[r[2:][k] for k in range(len(kinds))] for r in rows])
     ax.set_xticks(positions, [f"{r[0]}\n{r[1]:%m-%d}" for r in rows])
     if len(rows) > 16:  # keep every few labels readable
         for i, label in enumerate(ax.get_xticklabels()):
@@ -415,6 +424,31 @@ def changes_per_run(rows: Sequence[tuple[int, datetime, int, int, int, int]]) ->
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     _finish(ax, xlabel="run (id, start date UTC)", ylabel="CVMs (count)")
     return Chart(key, title, table, svg=to_svg(fig, title), marks=n)
+
+
+def _clip_outliers(ax: Any, values: Sequence[Sequence[int]]) -> None:
+    """Keep a few towering bars (a first run creates the whole fleet) from flattening the rest.
+
+    When the tallest bar is more than :data:`OUTLIER` times the tallest of the others' runs, the
+    y axis stops above the others and each clipped bar is labelled with its value.
+    """
+    peaks = [max(v, default=0) for v in values]
+    ordered = sorted(peaks)
+    if len(ordered) < 3 or ordered[-1] <= OUTLIER * max(ordered[-2], 1):
+        return
+    top = ordered[-2] * 1.3 + 1
+    ax.set_ylim(0, top)
+    for patch in ax.patches:
+        if patch.get_height() > top:
+            ax.annotate(
+                f"{int(patch.get_height())} (clipped)",
+                (patch.get_x() + patch.get_width() / 2, top),
+                xytext=(0, -10),
+                textcoords="offset points",
+                ha="left",
+                va="top",
+                fontsize=8,
+            )
 
 
 @_drawn

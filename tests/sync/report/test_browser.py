@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, text
 
 from sync.cli import cli
+from sync.report.charts import UNKNOWN
 from sync.report.data import as_date
 from tests.sync.report.browser import PageVisit, find_chromium, visit
 from tests.sync.report.history import START, TARGET, build_history
@@ -45,6 +46,10 @@ def chromium() -> str:
     return path
 
 
+def _label(value: Any) -> str:
+    return UNKNOWN if value is None else str(value)
+
+
 def _latest_day_from_fleet_daily(engine: Engine) -> dict[str, Any]:
     """The latest day's figures, read straight from fleet_daily (what the page must show)."""
     with engine.connect() as conn:
@@ -53,7 +58,7 @@ def _latest_day_from_fleet_daily(engine: Engine) -> dict[str, Any]:
         ).one()
         params = {"t": TARGET, "d": last}
         status = {
-            str(s): int(n)
+            _label(s): int(n)
             for s, n in conn.execute(
                 text(
                     "SELECT status, SUM(cvms) FROM fleet_daily WHERE target = :t AND day = :d"
@@ -63,7 +68,7 @@ def _latest_day_from_fleet_daily(engine: Engine) -> dict[str, Any]:
             )
         }
         regions = {
-            str(r): (int(v), round(float(m), 2), int(g))
+            _label(r): (int(v), round(float(m), 2), int(g))
             for r, v, m, g in conn.execute(
                 text(
                     "SELECT region, SUM(vcpus), SUM(memory_gb), SUM(gpus) FROM fleet_daily"

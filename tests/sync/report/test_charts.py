@@ -136,3 +136,15 @@ def test_no_cost_data_is_said_in_words() -> None:
 def test_svg_is_stable_for_the_same_figures() -> None:
     rows = [(d, "running", i) for i, d in enumerate(DAYS)]
     assert charts.fleet_by_status(rows).svg == charts.fleet_by_status(rows).svg
+
+
+def test_a_towering_first_run_is_clipped_and_labelled() -> None:
+    runs = [(1, datetime(2026, 3, 1, tzinfo=UTC), 300, 0, 0, 0)] + [
+        (i, datetime(2026, 3, i, tzinfo=UTC), 5 + i, 3, 2, 0) for i in range(2, 6)
+    ]
+    chart = charts.changes_per_run(runs)
+    assert chart.svg is not None
+    assert "300 (clipped)" in _texts(chart.svg)
+    even = charts.changes_per_run([(r[0], r[1], 8, 3, 2, 0) for r in runs])
+    assert even.svg is not None
+    assert "clipped" not in _texts(even.svg)
