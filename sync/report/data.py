@@ -181,14 +181,19 @@ _WS = f"COALESCE(workspace_id, '{UNKNOWN}')"
 
 
 def workspaces_over_time(conn: Connection, window: Window) -> list[tuple[date, str, int]]:
-    """Live CVMs per day of the largest workspaces (on the last day) and ``(other)``."""
+    """Live CVMs per day of the largest workspaces (on the last day) and ``(other)``.
+
+    One pass over ``fleet_daily``: the per-day sums are grouped once, the largest workspaces
+    picked from them.
+    """
     tc = _target_clause(window)
     sql = (
-        f"WITH top AS (SELECT {_WS} AS ws FROM fleet_daily WHERE day = :until{tc}"
-        f" GROUP BY {_WS} ORDER BY SUM(cvms) DESC, {_WS} LIMIT {TOP_WORKSPACES})"
-        f" SELECT day, CASE WHEN {_WS} IN (SELECT ws FROM top) THEN {_WS} ELSE '{OTHER}' END"
-        f" AS ws, SUM(cvms) FROM fleet_daily WHERE day BETWEEN :since AND :until{tc}"
-        " GROUP BY day, ws"
+        f"WITH per AS (SELECT day, {_WS} AS ws, SUM(cvms) AS n FROM fleet_daily"
+        f" WHERE day BETWEEN :since AND :until{tc} GROUP BY day, {_WS}),"
+        " top AS (SELECT ws FROM per WHERE day = :until"
+        f" ORDER BY n DESC, ws LIMIT {TOP_WORKSPACES})"
+        f" SELECT day, CASE WHEN ws IN (SELECT ws FROM top) THEN ws ELSE '{OTHER}' END AS w,"
+        " SUM(n) FROM per GROUP BY day, w"
     )
     rows = [(as_date(d), w, int(n)) for d, w, n in _rows(conn, sql, _params(conn, window))]
     return _label_workspaces(conn, window, rows)
@@ -240,23 +245,22 @@ def daily_cost(conn: Connection, window: Window) -> tuple[list[tuple[date, str, 
     """Compute cost per day of the costliest workspaces over the window and ``(other)``.
 
     Sums only the CVM-days with a known price; returns those sums and the count of CVM-days whose
-    price is unknown (NULL cost).
+    price is unknown (NULL cost). One pass over ``cvm_daily_usage``.
     """
     tc = _target_clause(window)
-    span = f"day BETWEEN :since AND :until{tc}"
     sql = (
-        f"WITH top AS (SELECT {_WS} AS ws FROM cvm_daily_usage WHERE {span}"
-        " AND compute_cost_usd IS NOT NULL"
-        f" GROUP BY {_WS} ORDER BY SUM(compute_cost_usd) DESC, {_WS} LIMIT {TOP_WORKSPACES})"
-        f" SELECT day, CASE WHEN {_WS} IN (SELECT ws FROM top) THEN {_WS} ELSE '{OTHER}' END"
-        f" AS ws, SUM(compute_cost_usd) FROM cvm_daily_usage WHERE {span}"
-        " AND compute_cost_usd IS NOT NULL GROUP BY day, ws"
+        f"WITH per AS (SELECT day, {_WS} AS ws, SUM(compute_cost_usd) AS cost,"
+        " SUM(CASE WHEN compute_cost_usd IS NULL THEN 1 ELSE 0 END) AS unpriced"
+        f" FROM cvm_daily_usage WHERE day BETWEEN :since AND :until{tc} GROUP BY day, {_WS}),"
+        " top AS (SELECT ws FROM per WHERE cost IS NOT NULL GROUP BY ws"
+        f" ORDER BY SUM(cost) DESC, ws LIMIT {TOP_WORKSPACES})"
+        f" SELECT day, CASE WHEN ws IN (SELECT ws FROM top) THEN ws ELSE '{OTHER}' END AS w,"
+        " SUM(cost), SUM(unpriced) FROM per GROUP BY day, w"
     )
-    params = _params(conn, window)
-    rows = [(as_date(d), w, _decimal(c)) for d, w, c in _rows(conn, sql, params)]
-    unpriced_sql = f"SELECT COUNT(*) FROM cvm_daily_usage WHERE {span} AND compute_cost_usd IS NULL"
-    (unpriced,) = _rows(conn, unpriced_sql, params)[0]
-    return _label_workspaces(conn, window, rows), int(unpriced)
+    found = _rows(conn, sql, _params(conn, window))
+    rows = [(as_date(d), w, _decimal(c)) for d, w, c, _ in found if c is not None]
+    unpriced = sum(int(u or 0) for *_, u in found)
+    return _label_workspaces(conn, window, rows), unpriced
 
 
 def _decimal(value: Any) -> Decimal:
