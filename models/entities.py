@@ -132,6 +132,9 @@ class _CvmFields:
     storage_fs: Mapped[str | None]
     created_at: Mapped[datetime | None]
     api_deleted_at: Mapped[datetime | None]
+    hourly_rate_total: Mapped[str | None]  # decimal text as sent, USD per hour
+    hourly_rate_compute: Mapped[str | None]
+    hourly_rate_disk: Mapped[str | None]
 
 
 class Cvm(_CvmFields, _Tracked, Base):

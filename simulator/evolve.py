@@ -34,6 +34,7 @@ from simulator.model import (
     node_record,
     workspace_record,
 )
+from simulator.render import hourly_rate_record
 
 #: The kinds of change an evolve step can make, with the default mix's weights.
 KINDS: Final[dict[str, int]] = {
@@ -86,7 +87,8 @@ def entity_info(entity: Entity) -> tuple[str, str]:
 def record_of(entity: Entity) -> JsonDict:
     """The entity's canonical record (see :mod:`.model`)."""
     if isinstance(entity, Cvm):
-        return cvm_record(entity)
+        # ``hourly_rate`` only for CVMs whose current items send it (unknown for the others).
+        return {**cvm_record(entity), **hourly_rate_record(entity)}
     if isinstance(entity, App):
         return app_record(entity)
     if isinstance(entity, Node):

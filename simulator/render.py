@@ -300,6 +300,15 @@ def _unlisted_fields(c: Cvm) -> JsonDict:
     }
 
 
+def hourly_rate_record(c: Cvm) -> JsonDict:
+    """The canonical ``hourly_rate_*`` fields of a CVM's current items: empty when its items do
+    not send ``hourly_rate`` (the fields are then unknown, not null)."""
+    if not _shows(c, _UNLISTED_FIELDS):
+        return {}
+    rate = _hourly_rate(c.price) or {}
+    return {f"hourly_rate_{part}": rate.get(part) for part in ("total", "compute", "disk")}
+
+
 def _hourly_rate(price: str | None) -> JsonDict | None:
     """``hourly_rate`` in the Python SDK's shape (``CvmHourlyRateV20260121``).
 

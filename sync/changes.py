@@ -20,8 +20,9 @@ _HASH_BYTES = 16
 
 #: Bump when a model or mapper changes what it makes of the same bytes: every stored source hash
 #: then differs, so the next run validates and normalizes every item again (and records nothing
-#: unless a field really changed).
-NORMALIZATION_REVISION = 1
+#: unless a field really changed). 2: ``hourly_rate`` mapped to ``hourly_rate_*`` (the migration
+#: that adds the columns fills them from the stored raw JSON, so nothing is recorded as changed).
+NORMALIZATION_REVISION = 2
 
 
 def dumps_fields(fields: Mapping[str, Any]) -> bytes:

@@ -144,6 +144,10 @@ class CvmRecord(Record):
     storage_fs: Known[str | None] = UNKNOWN
     created_at: Known[datetime | None] = UNKNOWN
     api_deleted_at: Known[datetime | None] = UNKNOWN
+    # ``hourly_rate`` {total, compute, disk}: USD per hour, decimal text, where a server sends it.
+    hourly_rate_total: Known[str | None] = UNKNOWN
+    hourly_rate_compute: Known[str | None] = UNKNOWN
+    hourly_rate_disk: Known[str | None] = UNKNOWN
 
 
 @dataclass(slots=True, kw_only=True)

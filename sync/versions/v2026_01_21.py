@@ -20,10 +20,12 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import Field, StringConstraints, Tag, TypeAdapter
 
 from sync.records import (
+    UNKNOWN,
     AppBundle,
     CreatorRecord,
     CvmBundle,
     CvmRecord,
+    Known,
     NodeRecord,
     WorkspaceRecord,
     memory_gb_to_mb,
@@ -253,6 +255,34 @@ def cvm_entity_id(item: object) -> str | None:
     return None
 
 
+#: The parts of ``hourly_rate`` (the Python SDK's ``CvmHourlyRateV20260121``), as record fields.
+HOURLY_RATE_PARTS: Final = (
+    ("total", "hourly_rate_total"),
+    ("compute", "hourly_rate_compute"),
+    ("disk", "hourly_rate_disk"),
+)
+
+
+def hourly_rate_fields(item: CVMInfo) -> dict[str, Known[str | None]]:
+    """``hourly_rate`` {total, compute, disk} as the ``hourly_rate_*`` fields.
+
+    Not in the OpenAPI schema, so not modeled (a number there must not quarantine an item): it is
+    read from the item's unknown fields. Absent: UNKNOWN (this server does not send it, the last
+    known rate stays); null: every part None; an object: each part kept as the decimal text sent,
+    and None when absent, null or not a string; a bare string: the total.
+    """
+    extra = item.model_extra or {}
+    if "hourly_rate" not in extra:
+        return dict.fromkeys((name for _, name in HOURLY_RATE_PARTS), UNKNOWN)
+    rate = extra["hourly_rate"]
+    # A bare decimal string (as ``GET /instance-types`` gives it) is the total.
+    parts = rate if isinstance(rate, dict) else {"total": rate}
+    return {
+        name: value if isinstance(value := parts.get(part), str) else None
+        for part, name in HOURLY_RATE_PARTS
+    }
+
+
 def normalize_cvm(item: CVMInfo, raw: bytes) -> CvmBundle:
     """Map a ``CVMInfo`` and its embedded node, workspace and creator."""
     resource = item.resource
@@ -299,6 +329,7 @@ def normalize_cvm(item: CVMInfo, raw: bytes) -> CvmBundle:
         storage_fs=item.storage_fs,
         created_at=_utc(item.created_at),
         api_deleted_at=_utc(item.deleted_at),
+        **hourly_rate_fields(item),
     )
     node_record = (
         NodeRecord(

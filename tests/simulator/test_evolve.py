@@ -120,7 +120,8 @@ def test_created_and_deleted_in_one_step_never_shows() -> None:
         ("restart", {"status", "instance_id", "in_progress"}, {"instance_id"}),
         (
             "resize",
-            {"vcpu", "memory_mb", "disk_gb", "instance_type", "gpus", "compute_billing_price"},
+            {"vcpu", "memory_mb", "disk_gb", "instance_type", "gpus", "compute_billing_price"}
+            | {"hourly_rate_total", "hourly_rate_compute"},
             {"instance_type"},
         ),
         ("move", {"node_id"}, {"node_id"}),

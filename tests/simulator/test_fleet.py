@@ -97,8 +97,11 @@ def test_canonical_records_use_the_record_field_names(fleet_300: Fleet) -> None:
         ("creators", CreatorRecord),
     ):
         assert snap[kind], kind
-        for value in snap[kind].values():
-            assert list(value) == list(record.field_names()), kind
+        names = list(record.field_names())
+        # ``hourly_rate_*`` (the record's last fields) only for CVMs whose items send it.
+        allowed = [names, names[:-3]] if kind == "cvms" else [names]
+        shapes = {tuple(value) for value in snap[kind].values()}
+        assert sorted(shapes) == sorted(tuple(a) for a in allowed), kind
 
 
 def test_every_version_shows_the_same_facts(make_caller: Any) -> None:

@@ -7,10 +7,11 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 
-from sync.records import normalize_vm_uuid
+from sync.records import UNKNOWN, normalize_vm_uuid
 from sync.versions import v2026_01_21 as current
 from tests.sync.openapi_cases import (
     SCHEMA_SETTINGS,
@@ -54,8 +55,11 @@ def test_every_valid_cvm_normalizes(item: dict[str, Any]) -> None:
     expected = normalize_vm_uuid(item["vm_uuid"]) if item.get("vm_uuid") is not None else item["id"]
     assert bundle.cvm.vm_uuid == expected == current.cvm_entity_id(item)
     assert bundle.cvm.cvm_id == item["id"]
-    # This version carries every canonical field: nothing is left UNKNOWN.
-    assert bundle.cvm.known_fields().keys() == set(bundle.cvm.field_names())
+    # This version carries every canonical field: nothing is left UNKNOWN but ``hourly_rate``
+    # (not in the schema) when the item does not send it.
+    rates = {"hourly_rate_total", "hourly_rate_compute", "hourly_rate_disk"}
+    unknown = set() if "hourly_rate" in item else rates
+    assert bundle.cvm.known_fields().keys() == set(bundle.cvm.field_names()) - unknown
     if bundle.node is not None:
         assert bundle.node.known_fields().keys() == set(bundle.node.field_names())
     created_at = bundle.cvm.created_at
@@ -256,3 +260,24 @@ def test_invalid_apps_are_rejected_with_the_variant_in_the_path(
 def test_a_minimal_app_is_shared_with_the_legacy_version() -> None:
     app = current.APP_ITEM.validate_python({"app_id": "ab12"})
     assert isinstance(app, current.DstackAppMinimalResponse)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, (UNKNOWN, UNKNOWN, UNKNOWN)),  # not sent: the last known rate stays
+        ({"hourly_rate": None}, (None, None, None)),
+        (
+            {"hourly_rate": {"total": "0.058", "compute": "0.050", "disk": "0.008000"}},
+            ("0.058", "0.050", "0.008000"),
+        ),
+        ({"hourly_rate": {"total": "0.058", "compute": "0.058"}}, ("0.058", "0.058", None)),
+        # Not a decimal string (the field is not in the schema: kept unknown, never quarantined).
+        ({"hourly_rate": {"total": 0.058, "compute": None, "disk": []}}, (None, None, None)),
+        ({"hourly_rate": "0.058"}, ("0.058", None, None)),  # a bare string: the total
+    ],
+)
+def test_hourly_rate_maps_to_decimal_text(extra: dict[str, Any], expected: tuple[Any, ...]) -> None:
+    raw = orjson.dumps(cvm_info(**extra))
+    cvm = current.normalize_cvm(current.CVM_ITEM.validate_json(raw), raw).cvm
+    assert (cvm.hourly_rate_total, cvm.hourly_rate_compute, cvm.hourly_rate_disk) == expected
