@@ -24,7 +24,10 @@ def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date 
 @database_option
 @click.option("--target", help="The target to report (default: every target in the database).")
 @click.option(
-    "--since", metavar="DAY", callback=_day, help="First UTC day (default: 30 days before --until)."
+    "--since",
+    metavar="DAY",
+    callback=_day,
+    help="First UTC day (default: the 30 days up to --until).",
 )
 @click.option(
     "--until",
