@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.benchdb import fresh_database  # noqa: E402
+from bench.procs import RssSampler  # noqa: E402
 from simulator import Fleet, SimulatorTransport, create_app  # noqa: E402
 from sync.clock import SteppingClock, use_clock  # noqa: E402
 from sync.report.fleet_change import fleet_change  # noqa: E402
@@ -77,18 +78,26 @@ def build(url: str, cvms: int, runs: int, seed: int) -> float:
 
 
 def report_command(url: str, out: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of ``phala-sync report`` in its own process."""
+    """Wall seconds and peak RSS (MiB) of ``phala-sync report`` in its own process.
+
+    The peak is the child's own ``VmHWM`` (sampled): ``wait4``'s ``ru_maxrss`` would also count
+    this process's peak, which Linux carries over the fork.
+    """
     began = time.perf_counter()
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("phala-sync")), "report", "--database-url", url,
          "--target", TARGET, "--since", START.date().isoformat(), "--out", str(out)],
+        start_new_session=True,
     )  # fmt: skip
-    _, status, usage = os.wait4(proc.pid, 0)
+    sampler = RssSampler(proc.pid, interval=0.1)
+    sampler.start()
+    code = proc.wait()
     wall = time.perf_counter() - began
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise SystemExit(f"phala-sync report failed with status {proc.returncode}")
-    return wall, usage.ru_maxrss / 1024
+    sampler.done.set()
+    sampler.join()
+    if code:
+        raise SystemExit(f"phala-sync report failed with status {code}")
+    return wall, sampler.own_hwm_kib / 1024
 
 
 def artifact_seconds(url: str) -> float:

@@ -62,11 +62,12 @@ def build_report(
             drawn: tuple[charts.Chart, ...] = ()
         else:
             cost_rows, unpriced = data.daily_cost(conn, window)
+            fleet = data.fleet_daily_figures(conn, window)
             drawn = (
-                charts.fleet_by_status(data.fleet_by_status(conn, window)),
-                charts.capacity_by_region(data.capacity_by_region(conn, window)),
+                charts.fleet_by_status(fleet.status),
+                charts.capacity_by_region(fleet.capacity),
                 charts.workspaces_now(data.workspaces_now(conn, window)),
-                charts.workspaces_over_time(data.workspaces_over_time(conn, window)),
+                charts.workspaces_over_time(fleet.workspaces),
                 charts.changes_per_run(data.changes_per_run(conn, window)),
                 charts.age_buckets(data.age_buckets(conn, window)),
                 charts.daily_cost(cost_rows, unpriced_cvm_days=unpriced),

@@ -130,27 +130,6 @@ def latest_api_version(conn: Connection, window: Window) -> str | None:
 
 
 # ------------------------------------------------------------------------------ fleet_daily
-def fleet_by_status(conn: Connection, window: Window) -> list[tuple[date, str | None, int]]:
-    sql = (
-        "SELECT day, status, SUM(cvms) FROM fleet_daily WHERE day BETWEEN :since AND :until"
-        f"{_target_clause(window)} GROUP BY day, status"
-    )
-    return [(as_date(d), s, int(n)) for d, s, n in _rows(conn, sql, _params(conn, window))]
-
-
-def capacity_by_region(
-    conn: Connection, window: Window
-) -> list[tuple[date, str | None, int, float, int]]:
-    sql = (
-        "SELECT day, region, SUM(vcpus), SUM(memory_gb), SUM(gpus) FROM fleet_daily"
-        f" WHERE day BETWEEN :since AND :until{_target_clause(window)} GROUP BY day, region"
-    )
-    return [
-        (as_date(d), r, int(v or 0), round(float(m or 0), 2), int(g or 0))
-        for d, r, v, m, g in _rows(conn, sql, _params(conn, window))
-    ]
-
-
 def _workspace_names(conn: Connection, window: Window, ids: list[str]) -> dict[str, str]:
     """Workspace id -> a readable, unique label (its name now, or the id)."""
     if not ids:
@@ -180,23 +159,48 @@ def _label_workspaces(
 _WS = f"COALESCE(workspace_id, '{UNKNOWN}')"
 
 
-def workspaces_over_time(conn: Connection, window: Window) -> list[tuple[date, str, int]]:
-    """Live CVMs per day of the largest workspaces (on the last day) and ``(other)``.
+@dataclass(frozen=True)
+class FleetDaily:
+    """The three charts' figures from ``fleet_daily``, read in one query."""
 
-    One pass over ``fleet_daily``: the per-day sums are grouped once, the largest workspaces
-    picked from them.
+    status: list[tuple[date, str | None, int]]
+    capacity: list[tuple[date, str | None, int, float, int]]
+    workspaces: list[tuple[date, str, int]]
+
+
+def fleet_daily_figures(conn: Connection, window: Window) -> FleetDaily:
+    """CVMs by day and status, capacity by day and region, CVMs by day and workspace.
+
+    One statement, so the view is computed once: its window's rows are a CTE used three times
+    (PostgreSQL and SQLite both materialize a CTE referenced more than once), grouped three ways
+    and put together with ``UNION ALL``; the largest workspaces (on the last day) are picked from
+    the same CTE, the rest summed as ``(other)``.
     """
     tc = _target_clause(window)
     sql = (
-        f"WITH per AS (SELECT day, {_WS} AS ws, SUM(cvms) AS n FROM fleet_daily"
-        f" WHERE day BETWEEN :since AND :until{tc} GROUP BY day, {_WS}),"
-        " top AS (SELECT ws FROM per WHERE day = :until"
-        f" ORDER BY n DESC, ws LIMIT {TOP_WORKSPACES})"
-        f" SELECT day, CASE WHEN ws IN (SELECT ws FROM top) THEN ws ELSE '{OTHER}' END AS w,"
-        " SUM(n) FROM per GROUP BY day, w"
+        f"WITH base AS (SELECT day, status, region, {_WS} AS ws, cvms, vcpus, memory_gb, gpus"
+        f" FROM fleet_daily WHERE day BETWEEN :since AND :until{tc}),"
+        " top AS (SELECT ws FROM base WHERE day = :until GROUP BY ws"
+        f" ORDER BY SUM(cvms) DESC, ws LIMIT {TOP_WORKSPACES})"
+        " SELECT 's' AS kind, day, status AS k, SUM(cvms), NULL, NULL, NULL FROM base"
+        " GROUP BY day, status"
+        " UNION ALL SELECT 'r', day, region, SUM(cvms), SUM(vcpus), SUM(memory_gb), SUM(gpus)"
+        " FROM base GROUP BY day, region"
+        f" UNION ALL SELECT 'w', day, CASE WHEN ws IN (SELECT ws FROM top) THEN ws"
+        f" ELSE '{OTHER}' END AS w, SUM(cvms), NULL, NULL, NULL FROM base GROUP BY day, w"
     )
-    rows = [(as_date(d), w, int(n)) for d, w, n in _rows(conn, sql, _params(conn, window))]
-    return _label_workspaces(conn, window, rows)
+    status: list[tuple[date, str | None, int]] = []
+    capacity: list[tuple[date, str | None, int, float, int]] = []
+    spaces: list[tuple[date, str, int]] = []
+    for kind, day, key, cvms, vcpus, memory, gpus in _rows(conn, sql, _params(conn, window)):
+        d = as_date(day)
+        if kind == "s":
+            status.append((d, key, int(cvms)))
+        elif kind == "r":
+            capacity.append((d, key, int(vcpus or 0), round(float(memory or 0), 2), int(gpus or 0)))
+        else:
+            spaces.append((d, str(key), int(cvms)))
+    return FleetDaily(status, capacity, _label_workspaces(conn, window, spaces))
 
 
 # ----------------------------------------------------------------------------- current_cvms
