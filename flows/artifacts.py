@@ -1,9 +1,10 @@
-"""The run's summary as Prefect artifacts: a table of counts and a markdown page of the changes.
+"""The run's summary as Prefect artifacts: counts, the changes, the fleet, and the report's link.
 
-Artifacts are keyed per target (``phala-sync-<target>-counts``, ``phala-sync-<target>-changes``), so
-the Prefect UI shows each target's latest run and keeps the earlier ones as versions. They hold
-counts, entity ids and changed field values from the ledger and the change events: no API key, no
-database URL and no links.
+Artifacts are keyed per target (``phala-sync-<target>-counts``, ``-changes``, ``-fleet``,
+``-report``), so the Prefect UI shows each target's latest run and keeps the earlier ones as
+versions. They hold counts, entity ids and changed field values from the ledger, the change events
+and the BI views: no API key and no database URL. The one link is the ``file://`` path of the
+report written to ``PHALA_SYNC_REPORT_DIR``, when that is set.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
@@ -24,16 +26,21 @@ from sync.present import (
     sort_changes,
 )
 from sync.records import ENTITY_TYPES
+from sync.report.fleet_change import FleetChange, fleet_change
 from sync.store import queries
 
 #: Change events listed in the markdown artifact (the tally above the list counts them all).
 MAX_LISTED_CHANGES = 100
 
 
+def target_slug(target: str) -> str:
+    """The target's name in lower-case letters, digits and dashes (for keys and file names)."""
+    return re.sub(r"[^a-z0-9]+", "-", target.lower()).strip("-") or "target"
+
+
 def artifact_key(target: str, kind: str) -> str:
     """A valid artifact key (lower-case letters, digits, dashes) for one target."""
-    slug = re.sub(r"[^a-z0-9]+", "-", target.lower()).strip("-") or "target"
-    return f"phala-sync-{slug}-{kind}"
+    return f"phala-sync-{target_slug(target)}-{kind}"
 
 
 def counts_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -133,4 +140,53 @@ async def publish_summary(engine: Engine, summary: Mapping[str, Any]) -> None:
         changes_markdown(summary, changes, tally=_tally_rows(counts)),
         key=artifact_key(target, "changes"),
         description=f"phala-sync run {run_id} (target {target!r}): what changed",
+    )
+
+
+async def publish_fleet_change(engine: Engine, summary: Mapping[str, Any]) -> FleetChange:
+    """A table artifact: the fleet by status and region now and at the previous successful run.
+
+    Two ``GROUP BY`` queries over the BI views (:mod:`sync.report.fleet_change`).
+    """
+    run_id = int(summary["run_id"])
+    target = str(summary["target"])
+    change = await asyncio.to_thread(fleet_change, engine, target, run_id)
+    before = (
+        f"the previous successful run ({change.previous_run_id})"
+        if change.previous_run_id is not None
+        else "nothing (the target's first successful run)"
+    )
+    await acreate_table_artifact(
+        list(change.rows),
+        key=artifact_key(target, "fleet"),
+        description=(
+            f"phala-sync run {run_id} (target {target!r}): live CVMs by status and region, "
+            f"now and at {before}, with the differences"
+        ),
+    )
+    return change
+
+
+def report_markdown(summary: Mapping[str, Any], path: Path) -> str:
+    """The markdown artifact that links the report written after a run."""
+    return "\n".join(
+        [
+            f"# Fleet report of target `{_md(summary['target'])}`",
+            "",
+            f"Written after run {summary['run_id']} ({summary['finished_at']}): "
+            f"[{_md(path.name)}]({path.as_uri()})",
+            "",
+            f"On the machine that ran the flow: `{_md(path)}`. One HTML file, readable offline; "
+            "`phala-sync report` writes the same page on demand.",
+        ]
+    )
+
+
+async def publish_report_link(summary: Mapping[str, Any], path: Path) -> None:
+    """A markdown artifact linking the report file of this run."""
+    target = str(summary["target"])
+    await acreate_markdown_artifact(
+        report_markdown(summary, path),
+        key=artifact_key(target, "report"),
+        description=f"phala-sync run {summary['run_id']} (target {target!r}): the fleet report",
     )

@@ -78,6 +78,7 @@ def build_deployments(
     lock_timeout: float = SERVED_LOCK_TIMEOUT,
     fetch_retries: int = 1,
     migrate: bool | None = None,
+    report_dir: str | None = None,
     entrypoint_type: EntrypointType = EntrypointType.FILE_PATH,
 ) -> list[RunnerDeployment]:
     """One scheduled deployment of the sync flow per target.
@@ -85,6 +86,8 @@ def build_deployments(
     ``entrypoint_type=EntrypointType.MODULE_PATH`` makes the deployment name the flow by module
     (for workers). Parameters carry nothing secret (Prefect stores them in clear): the API key
     is ``PHALA_CLOUD_API_KEY`` where the run happens, or a Secret block named by the target.
+    ``report_dir`` (a directory where the runs happen) makes each succeeded run write the
+    target's fleet report there; without it, ``PHALA_SYNC_REPORT_DIR`` where the run happens.
     """
     if cron is not None and interval is not None:
         raise ConfigError("give a cron schedule or an interval, not both")
@@ -116,6 +119,7 @@ def build_deployments(
             "page_size": page_size,
             "validation_policy": validation_policy,
             "migrate": migrate,
+            "report_dir": report_dir,
         }
         parameters.update({k: v for k, v in optional.items() if v is not None})
         deployment = sync_flow.to_deployment(

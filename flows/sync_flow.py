@@ -6,18 +6,25 @@
         run_id, started = open_run(engine, settings)
         fetch   = fetch-and-stage(run_id)        # every page of both listings -> sync_staging
         summary = apply(run_id, fetch)           # one transaction; the ledger row says succeeded
-    artifacts(summary)                           # counts and changes, nothing secret
+    artifacts(summary)                           # counts, changes, fleet now vs before
+    report(summary)                              # with report_dir: the HTML report, linked
 
 Parameters override the environment (``PHALA_SYNC_*``, ``PHALA_CLOUD_API_PREFIX``, ``.env``). The
 API key is never a parameter: it comes from ``PHALA_CLOUD_API_KEY`` or from the Prefect ``Secret``
 block named by ``api_key_secret``. Only the fetch task retries, and only when the error's class is
 ``retriable`` (see :mod:`sync.errors`); each attempt first drops what an earlier attempt staged.
+
+With ``report_dir`` (``PHALA_SYNC_REPORT_DIR``), a succeeded run then writes the target's fleet
+report (``fleet-report-<target>.html``) there and links it in a markdown artifact. The run's data
+is committed by then: a report that cannot be written is logged as an error and the run stays
+succeeded (the next run writes it again).
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from pathlib import Path
 from typing import Any, cast
 
 from prefect import flow, get_run_logger, task
@@ -27,7 +34,12 @@ from prefect.tasks import Task
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
-from flows.artifacts import publish_summary
+from flows.artifacts import (
+    publish_fleet_change,
+    publish_report_link,
+    publish_summary,
+    target_slug,
+)
 from sync.api.redaction import safe_url
 from sync.errors import ConfigError, PhalaSyncError
 from sync.lifetime import die_with_named_parent
@@ -129,6 +141,43 @@ async def apply_task(
     return summary.to_dict()
 
 
+def report_path(report_dir: Path, target: str) -> Path:
+    """Where a run writes its target's report: one file per target, replaced by each run."""
+    return report_dir / f"fleet-report-{target_slug(target)}.html"
+
+
+def _write_report(engine: Engine, target: str, path: Path) -> Path:
+    from sync.report.build import build_report, write_report  # matplotlib: only when drawing
+
+    return write_report(build_report(engine, target=target), path)
+
+
+@task(name="report", cache_policy=NO_CACHE)
+async def report_task(engine: Engine, target: str, report_dir: str) -> str:
+    """Write the target's fleet report into ``report_dir``; returns the file's path."""
+    path = await asyncio.to_thread(
+        _write_report, engine, target, report_path(Path(report_dir), target)
+    )
+    get_run_logger().info("fleet report written: %s", path)
+    return str(path)
+
+
+async def _report(engine: Engine, settings: Settings, summary: dict[str, Any]) -> None:
+    if settings.report_dir is None or summary.get("status") != "succeeded":
+        return
+    try:
+        path = await report_task(engine, settings.target, str(settings.report_dir))
+    except Exception as exc:  # the run's data is committed: say so, do not fail the run
+        get_run_logger().error(
+            "the fleet report for %s was not written: %s: %s",
+            settings.report_dir,
+            type(exc).__name__,
+            exc,
+        )
+        return
+    await publish_report_link(summary, Path(path))
+
+
 async def _run(
     engine: Engine, settings: Settings, fetch_retries: int, retry_delay: float
 ) -> dict[str, Any]:
@@ -164,6 +213,7 @@ async def sync_flow(
     migrate: bool | None = None,
     fetch_retries: int = 1,
     fetch_retry_delay_seconds: float = 30.0,
+    report_dir: str | None = None,
 ) -> dict[str, Any]:
     """Sync the CVMs and apps one API key sees into the database; returns the run summary.
 
@@ -171,7 +221,8 @@ async def sync_flow(
     ``PHALA_CLOUD_API_PREFIX``, ``.env``). ``api_key_secret`` names a Prefect ``Secret`` block
     holding the API key; without it the key is ``PHALA_CLOUD_API_KEY``. ``migrate`` lets the run
     upgrade a database at an older schema revision. ``fetch_retries`` restarts the fetch stage
-    after retriable failures the HTTP client's own retries did not overcome.
+    after retriable failures the HTTP client's own retries did not overcome. ``report_dir``
+    (``PHALA_SYNC_REPORT_DIR``) is where a succeeded run writes the target's fleet report.
     """
     die_with_named_parent()  # a run served by `serve` ends with it, even on kill -9
     logger = get_run_logger()
@@ -185,6 +236,7 @@ async def sync_flow(
         "concurrency": concurrency,
         "lock_timeout": lock_timeout,
         "migrate": migrate,
+        "report_dir": report_dir,
     }
     settings = flow_settings(overrides, await _api_key(api_key_secret))
     logger.info(
@@ -198,6 +250,8 @@ async def sync_flow(
     try:
         summary = await _run(engine, settings, fetch_retries, fetch_retry_delay_seconds)
         await publish_summary(engine, summary)
+        await publish_fleet_change(engine, summary)
+        await _report(engine, settings, summary)
     finally:
         engine.dispose()
     return summary

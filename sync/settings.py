@@ -7,6 +7,7 @@ The API key and base URL use the official SDKs' variable names (``PHALA_CLOUD_AP
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -77,6 +78,11 @@ class Settings(BaseSettings):
         default=False,
         description="Upgrade a database at an older schema revision when a run starts "
         "(an empty database is always created).",
+    )
+    report_dir: Path | None = Field(
+        default=None,
+        description="Directory where each successful flow run writes the target's fleet report "
+        "(fleet-report-<target>.html); unset: no report.",
     )
 
     @field_validator("api_version")

@@ -56,6 +56,12 @@ def deployment_options(f: F) -> F:
             help="Restart a run's fetch this many times after a retriable failure.",
         ),
         migrate_option,
+        click.option(
+            "--report-dir",
+            metavar="DIR",
+            help="Each succeeded run writes its target's fleet report here (a directory where "
+            "the runs happen). [default: PHALA_SYNC_REPORT_DIR there, else no report]",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -75,6 +81,7 @@ class DeploymentOptions:
     lock_timeout: float
     retries: int
     migrate: bool | None
+    report_dir: str | None
 
 
 def _deployments(
@@ -95,6 +102,7 @@ def _deployments(
             lock_timeout=options.lock_timeout,
             fetch_retries=options.retries,
             migrate=True if options.migrate else None,
+            report_dir=options.report_dir,
             **extra,
         )
     except ValueError as exc:  # Prefect's schedule validation (a bad cron expression)

@@ -38,6 +38,7 @@ def test_one_deployment_per_target_with_schedule_limit_and_parameters() -> None:
         api_version="2025-10-28",
         page_size=50,
         validation_policy="strict",
+        report_dir="/srv/reports",
     )
     assert [d.name for d in deployments] == ["sync-acme", "sync-beta"]
     for deployment in deployments:
@@ -58,6 +59,7 @@ def test_one_deployment_per_target_with_schedule_limit_and_parameters() -> None:
         "validation_policy": "strict",
         "lock_timeout": SERVED_LOCK_TIMEOUT,
         "fetch_retries": 1,
+        "report_dir": "/srv/reports",
     }
     assert beta["api_key_secret"] == "beta-key"
     assert "api_key_secret" not in acme

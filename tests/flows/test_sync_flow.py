@@ -103,7 +103,11 @@ def test_flow_syncs_records_ledger_and_artifacts(
 
     records = _records(second)
     artifacts = {a.key: a for a in records["artifacts"]}
-    assert set(artifacts) == {"phala-sync-flowtest-counts", "phala-sync-flowtest-changes"}
+    assert set(artifacts) == {
+        "phala-sync-flowtest-counts",
+        "phala-sync-flowtest-changes",
+        "phala-sync-flowtest-fleet",
+    }
     table = artifacts["phala-sync-flowtest-counts"].data
     rows = orjson.loads(table) if isinstance(table, str) else table
     cvm_row = next(r for r in rows if r["entity"] == "cvm")

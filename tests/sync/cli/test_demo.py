@@ -11,11 +11,13 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 import psutil
 import pytest
 
+from sync.cli.demo import DEMO_RUNS
 from sync.cli.prefect import PREFECT_DEFAULTS, prefect_env_defaults
 
 PHALA_SYNC = str(Path(sys.executable).with_name("phala-sync"))
@@ -58,7 +60,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None
         env=_fresh_env(prefect_home),
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=480,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -66,16 +68,25 @@ def test_demo_runs_end_to_end_and_leaves_nothing_running(tmp_path: Path) -> None
     assert "Traceback" not in done.stderr
 
     assert re.search(r"^Run 1 succeeded", out, re.MULTILINE), out
-    assert re.search(r"^Run 2 succeeded", out, re.MULTILINE), out
-    second = out[out.index("Run 2 succeeded") :]
-    cvm = next(line for line in second.splitlines() if line.startswith("cvm "))
-    seen, created, updated, deleted, restored, unchanged = map(int, cvm.split()[1:])
-    assert (created, deleted) == (4, 3)  # the demo's evolve step: create 4, delete 3, ...
-    assert updated > 0
-    assert seen == created + updated + restored + unchanged
-    assert "What run 2 changed" in out
-    assert "Inventory now (8 of 301 CVMs)" in out
+    run_line = r"^  Run (\d+) succeeded at (\S+) .*; created (\d+), updated (\d+), deleted (\d+)"
+    lines = re.findall(run_line, out, re.MULTILINE)
+    assert [int(n) for n, *_ in lines] == list(range(1, DEMO_RUNS + 1)), out
+    days = [date.fromisoformat(day) for _, day, *_ in lines]
+    assert days == [days[0] + timedelta(days=i) for i in range(DEMO_RUNS)]  # a day apart
+    _, _, created, updated, deleted = lines[1]
+    assert (int(created), int(deleted)) == (12, 2)  # the first evolve step: create 12, delete 2
+    assert int(updated) > 0
+    assert f"What the last run ({DEMO_RUNS}) changed" in out
     assert (workdir / "phala-sync-demo.db").exists()
+
+    # The report: its path printed last, every chart drawn (the days give them shape).
+    report = workdir / "phala-sync-demo-report.html"
+    assert out.rstrip().endswith(f"fleet report: {report.resolve()}"), out[-500:]
+    page = report.read_text()
+    for key in ("fleet-status", "capacity-region", "workspaces-now", "workspaces-time",
+                "changes-run", "age", "cost-workspace"):  # fmt: skip
+        section = page.split(f'<section id="{key}"', 1)[1].split("</section>", 1)[0]
+        assert 'id="mark-' in section, key
 
     # Nothing left: the simulator's port is closed and no process of this run remains.
     match = re.search(r"simulator listening on http://127\.0\.0\.1:(\d+)/api/v1", out)

@@ -1,0 +1,68 @@
+"""``phala-sync report``: the fleet as one self-contained HTML page (:mod:`sync.report`)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import click
+
+from sync.cli.options import database_option, open_database
+from sync.settings import build_settings
+
+
+def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a day such as 2026-04-15") from None
+
+
+@click.command("report")
+@database_option
+@click.option("--target", help="The target to report (default: every target in the database).")
+@click.option(
+    "--since",
+    metavar="DAY",
+    callback=_day,
+    help="First UTC day (default: the 30 days up to --until).",
+)
+@click.option(
+    "--until",
+    metavar="DAY",
+    callback=_day,
+    help="Last UTC day (default: the latest day with a successful run).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("fleet-report.html"),
+    show_default=True,
+    help="The HTML file to write.",
+)
+def report(
+    database_url: str | None,
+    target: str | None,
+    since: date | None,
+    until: date | None,
+    out: Path,
+) -> None:
+    """Write the fleet report: one HTML file with inline SVG charts, readable offline.
+
+    Fleet size by status, capacity by region, CVMs by workspace, changes per run, CVM ages and
+    the estimated daily compute cost, each with its numbers; the latest runs below. Every figure
+    is a SQL aggregate over the BI views (docs/schema.md).
+    """
+    from sync.report.build import build_report, write_report  # matplotlib: only when drawing
+
+    with open_database(build_settings({"database_url": database_url})) as engine:
+        try:
+            built = build_report(engine, target=target, since=since, until=until)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    path = write_report(built, out)
+    window = built.window
+    span = f"{window.since} to {window.until}" if not window.empty else "no successful run yet"
+    click.echo(f"report written: {path} ({span})")
