@@ -84,14 +84,15 @@ def upgrade() -> None:
     op.create_index(
         "ix_target_memberships_entity", "target_memberships", ["entity_type", "entity_id"]
     )
-    with op.batch_alter_table("sync_runs") as batch:
-        batch.add_column(sa.Column("kind", sa.String(), server_default="sync", nullable=False))
+    op.add_column(
+        "sync_runs", sa.Column("kind", sa.String(), server_default="sync", nullable=False)
+    )
     for entity_type, table, key in _LISTED:
         op.execute(_seed(entity_type, table, key))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sync_runs") as batch:
-        batch.drop_column("kind")
+    # Not a batch operation: on SQLite that copies sync_runs, whose rows other tables refer to.
+    op.execute("ALTER TABLE sync_runs DROP COLUMN kind")
     op.drop_index("ix_target_memberships_entity", table_name="target_memberships")
     op.drop_table("target_memberships")
