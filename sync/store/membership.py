@@ -158,6 +158,8 @@ def end(
     ``last_seen_run_id`` becomes the target's latest complete run before ``run_id`` (a live
     membership was seen by each of them) when that is later than the stored one.
     """
+    if not keys:
+        return Ended()
     x = spec.entity_type
     latest = last_complete_run(conn, target, x, run_id)
     seen_last = (
