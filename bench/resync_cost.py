@@ -34,7 +34,12 @@ def main() -> None:
     ensure_postgres_database(args.postgres_url)
     with (
         SimulatorProcess(
-            api_key=API_KEY, cvms=args.cvms, seed=args.seed, prewarm=True, admin_token=ADMIN_TOKEN
+            api_key=API_KEY,
+            cvms=args.cvms,
+            seed=args.seed,
+            prewarm=True,
+            admin_token=ADMIN_TOKEN,
+            startup_timeout=900.0,
         ) as sim,
         migrated("postgres", args.postgres_url) as (url, engine),
     ):
