@@ -11,6 +11,7 @@ from models.entities import (
     CvmHistory,
     Node,
     NodeHistory,
+    TargetMembership,
     Workspace,
     WorkspaceHistory,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "QuarantinedItem",
     "StagedRecord",
     "SyncRun",
+    "TargetMembership",
     "UTCDateTime",
     "Workspace",
     "WorkspaceHistory",

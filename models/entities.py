@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
@@ -201,3 +201,29 @@ class AppCvm(Base):
         ForeignKey("apps.app_id", ondelete="CASCADE"), primary_key=True
     )
     vm_uuid: Mapped[str] = mapped_column(primary_key=True, index=True)
+
+
+class TargetMembership(Base):
+    """Which targets see which CVMs and apps: one row per target and entity it ever listed.
+
+    A membership is *live* while ``ended_at`` is NULL: every complete listing of the target since
+    ``first_seen_run_id`` showed the entity. It ends when a complete listing of the target no
+    longer shows it, or when the target is retired; it is live again when the target lists the
+    entity again. ``observed_hash`` is the hash of the item as this target last listed it, so that
+    each target skips its own unchanged items. Only starts, ends and observed changes write a row:
+    a live membership's last sighting is its target's latest complete run (docs/schema.md).
+    """
+
+    __tablename__ = "target_memberships"
+    target: Mapped[str] = mapped_column(primary_key=True)
+    entity_type: Mapped[str] = mapped_column(primary_key=True)
+    entity_id: Mapped[str] = mapped_column(primary_key=True)
+    observed_hash: Mapped[str] = mapped_column(Text)
+    first_seen_run_id: Mapped[int] = mapped_column(ForeignKey("sync_runs.id"))
+    last_seen_run_id: Mapped[int] = mapped_column(ForeignKey("sync_runs.id"))
+    ended_at: Mapped[datetime | None]
+    ended_run_id: Mapped[int | None] = mapped_column(ForeignKey("sync_runs.id"))
+    __table_args__ = (
+        CheckConstraint("entity_type IN ('cvm', 'app')", name="entity_type"),
+        Index("ix_target_memberships_entity", "entity_type", "entity_id"),
+    )

@@ -37,6 +37,8 @@ class SyncRun(Base):
     api_total: Mapped[int | None]
     entity_counts: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
+    #: ``sync`` (a listing of the API) or ``retire`` (``phala-sync targets retire``: no listing).
+    kind: Mapped[str] = mapped_column(default="sync", server_default="sync")
     __table_args__ = (
         CheckConstraint(f"status IN {RUN_STATUSES!r}", name="status"),
         Index("ix_sync_runs_status", "status"),

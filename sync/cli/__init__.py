@@ -5,16 +5,16 @@ Settings come from flags, then the environment (``PHALA_CLOUD_API_KEY``, ``PHALA
 ``ps`` and in shell history.
 
 One module per command or family (:mod:`~sync.cli.sync`, :mod:`~sync.cli.deploy`,
-:mod:`~sync.cli.db`, :mod:`~sync.cli.queries`, :mod:`~sync.cli.report`, :mod:`~sync.cli.demo`),
-gathered here into the group of :mod:`~sync.cli.group`. This package is the only part of
-:mod:`sync` that reaches :mod:`flows`, and only inside the commands that run a flow (``sync``,
-``serve``, ``deploy``, ``demo``), so the others start without importing Prefect. ``simulate`` is
-loaded when invoked.
+:mod:`~sync.cli.db`, :mod:`~sync.cli.queries`, :mod:`~sync.cli.report`, :mod:`~sync.cli.targets`,
+:mod:`~sync.cli.demo`), gathered here into the group of :mod:`~sync.cli.group`. This package
+is the only part of :mod:`sync` that reaches :mod:`flows`, and only inside the commands that
+run a flow (``sync``, ``serve``, ``deploy``, ``demo``), so the others start without importing
+Prefect. ``simulate`` is loaded when invoked.
 """
 
 from __future__ import annotations
 
-from sync.cli import db, demo, deploy, queries, report, sync
+from sync.cli import db, demo, deploy, queries, report, sync, targets
 from sync.cli.group import cli, error_line
 
 for _command in (
@@ -28,6 +28,7 @@ for _command in (
     queries.changes,
     queries.fleet,
     report.report,
+    targets.targets,
     demo.demo,
 ):
     cli.add_command(_command)

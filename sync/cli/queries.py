@@ -43,7 +43,7 @@ def runs(database_url: str | None, limit: int, as_json: bool) -> None:
             {**r, "started_at": _short_time(r["started_at"]), "complete": r["listing_complete"]}
             for r in rows
         ]
-    columns = ["id", "target", "api_version", "status", "started_at", "seen", "created",
+    columns = ["id", "target", "api_version", "status", "kind", "started_at", "seen", "created",
                "updated", "deleted", "restored", "quarantined", "complete", "error"]  # fmt: skip
     _emit(rows, columns, as_json, "no runs yet: run `phala-sync sync`")
 

@@ -13,10 +13,14 @@ For each entity type (parents first), staged records are compared with the store
 Every row written gets ``last_seen_*`` of this run; an unchanged row is not rewritten (a complete,
 succeeded run of its target saw every live row, see docs/schema.md).
 
-Deletions are inferred for listed entity types (CVMs, apps) only within the run's target and only
-when the run's listing was complete: the fetch hands over the stored live keys it did not see
-(quarantined items that name an id are never among them). Nodes,
-workspaces and creators are references: deleted when no live CVM refers to them any more.
+Several targets may see the same CVMs and apps (:mod:`sync.store.membership`). The run's target
+*owns* what it creates or restores; an update keeps the owner, and an item whose known fields
+equal the stored ones is not rewritten by a target that does not own it (another target stored
+that state first). The run's listed items start or re-hash its memberships. Deletions are inferred
+for listed entity types only when the run's listing was complete: the fetch hands over the keys of
+the target's live memberships it did not see (quarantined items that name an id are never among
+them); those memberships end, and an entity is deleted only when no target sees it any more.
+Nodes, workspaces and creators are references: deleted when no live CVM refers to them any more.
 Nothing here commits: the caller owns the transaction, so a failure leaves no trace.
 """
 
@@ -51,6 +55,7 @@ from models import AppCvm, ChangeEvent, StagedRecord, table_of
 from sync.api.pages import Endpoint, Rejection
 from sync.changes import created_changes, diff, loads_fields, merge
 from sync.records import REFERENCE_TYPES, EntityType
+from sync.store import membership
 from sync.store.bulk import analyze, bulk_insert
 from sync.store.specs import APP_MEMBERS, APPLY_ORDER, SPECS, EntitySpec
 from sync.store.staging import insert_quarantined
@@ -272,10 +277,15 @@ class _EntityApplier:
             stored = {f: cur[f] for f in self.spec.fields}
             changes = diff(stored, observed)
             restored = cur["deleted_at"] is not None
+            # The owner of a live entity keeps it; a restored one belongs to its restorer.
+            owner = self.target if restored or not self.spec.scoped else cur["target"]
             if not (changes or restored):
-                batch.refreshes.append(self._seen(key, obs_hash, raw))
+                if owner == self.target:  # another target stored this state: nothing to write
+                    batch.refreshes.append(self._seen(key, obs_hash, raw))
                 return
-            state = self._changed(batch, key, merge(stored, observed), obs_hash, raw, restored)
+            state = self._changed(
+                batch, key, merge(stored, observed), obs_hash, raw, restored, owner
+            )
             change_type = "restored" if restored else "updated"
         batch.history.append(
             {self.spec.key: key, **state, "valid_from": self.now, "valid_to": None,
@@ -285,9 +295,9 @@ class _EntityApplier:
         if self.spec.entity_type == "app" and APP_MEMBERS in observed:
             batch.members[entity_id] = list(observed[APP_MEMBERS] or [])
 
-    def _state(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """The inventory columns of an entity's new state (its target, for a listed type)."""
-        return {**fields, "target": self.target} if self.spec.scoped else fields
+    def _state(self, fields: dict[str, Any], owner: str) -> dict[str, Any]:
+        """The inventory columns of an entity's new state (its owner, for a listed type)."""
+        return {**fields, "target": owner} if self.spec.scoped else fields
 
     def _seen(self, key: Any, obs_hash: str, raw: str | None) -> dict[str, Any]:
         """The columns that any write of a listed-again entity sets (hash, payload, last seen)."""
@@ -303,7 +313,7 @@ class _EntityApplier:
         self, batch: _Batch, key: Any, observed: dict[str, Any], obs_hash: str, raw: str | None
     ) -> dict[str, Any]:
         """Queue the insert of a new entity; its state is what was observed, the rest null."""
-        state = self._state({**dict.fromkeys(self.spec.fields), **observed})
+        state = self._state({**dict.fromkeys(self.spec.fields), **observed}, self.target)
         batch.created += 1
         batch.inserts.append(
             {
@@ -328,9 +338,10 @@ class _EntityApplier:
         obs_hash: str,
         raw: str | None,
         restored: bool,
+        owner: str,
     ) -> dict[str, Any]:
         """Queue the update of a stored entity (closing its history row unless it was deleted)."""
-        state = self._state(merged)
+        state = self._state(merged, owner)
         if restored:
             batch.restored += 1
         else:
@@ -373,21 +384,82 @@ class _EntityApplier:
             bulk_insert(c, _MEMBERS, pairs)
 
     # ------------------------------------------------------------------------------ deletions
-    def infer_deletions(self, gone: Sequence[str]) -> None:
-        """Listed entities of this target that a complete listing did not show are deleted.
+    def record_memberships(self) -> None:
+        """The run's target sees what it listed: memberships started, resumed or re-hashed.
 
-        ``gone`` comes from the fetch (stored live keys minus the keys listed or quarantined);
-        the run lock was held since, so they are still live rows of this target.
+        Refused items leave staging first: their membership must not record a hash that was
+        never stored, or the next run would skip them.
         """
-        spec, t = self.spec, self.spec.table
-        key = spec.key_column
-        for start in range(0, len(gone), CHUNK):
-            chunk = [spec.key_value(k) for k in gone[start : start + CHUNK]]
-            self._mark_deleted(
-                select(key)
-                .where(key.in_(chunk), t.c.target == self.target, t.c.deleted_at.is_(None))
-                .order_by(key)
+        refused = [item.entity_id for item in self.refused]
+        for start in range(0, len(refused), CHUNK):
+            self.conn.execute(
+                delete(_STAGING).where(
+                    _S.run_id == self.run_id,
+                    _S.entity_type == self.spec.entity_type,
+                    _S.entity_id.in_(refused[start : start + CHUNK]),
+                )
             )
+        membership.record_listed(self.conn, self.spec, target=self.target, run_id=self.run_id)
+
+    def infer_deletions(self, gone: Sequence[str]) -> None:
+        """End this target's memberships of ``gone``; delete what no target sees any more.
+
+        ``gone`` comes from the fetch (the target's live memberships minus the keys listed or
+        quarantined), or from a retirement (all of them); the target's lock was held since, so
+        they are still live. An entity another target still sees stays; if the ending target
+        owned it, its ownership moves (:meth:`_move_owners`).
+        """
+        spec = self.spec
+        key = spec.key_column
+        ended = membership.end(
+            self.conn, spec, target=self.target, keys=gone, run_id=self.run_id, now=self.now
+        )
+        self._move_owners(ended.moves)
+        for start in range(0, len(ended.unseen), CHUNK):
+            chunk = [spec.key_value(k) for k in ended.unseen[start : start + CHUNK]]
+            self._mark_deleted(
+                select(key).where(key.in_(chunk), spec.table.c.deleted_at.is_(None)).order_by(key)
+            )
+
+    def _move_owners(self, moves: Mapping[str, str]) -> None:
+        """Give entities a new owner: the column, and a new history row carrying it.
+
+        The state is unchanged, so no change event is written; the open history row closes and
+        a copy with the new ``target`` opens, so the history says who owned it when.
+        """
+        spec, t, h = self.spec, self.spec.table, self.spec.history
+        items = sorted(moves.items())
+        set_owner = (
+            update(t)
+            .where(spec.key_column == bindparam(self._key_param))
+            .values(target=bindparam("b_owner"))
+        )
+        for start in range(0, len(items), CHUNK):
+            chunk = dict(items[start : start + CHUNK])
+            keys = list(chunk)
+            self.conn.execute(
+                set_owner, [{self._key_param: k, "b_owner": o} for k, o in chunk.items()]
+            )
+            open_rows = self.conn.execute(
+                select(h).where(h.c[spec.key].in_(keys), h.c.valid_to.is_(None))
+            ).all()
+            self.conn.execute(
+                update(h)
+                .where(h.c[spec.key].in_(keys), h.c.valid_to.is_(None))
+                .values(valid_to=self.now)
+            )
+            copies = []
+            for row in open_rows:
+                values = {k: v for k, v in row._mapping.items() if k != "history_id"}
+                values.update(
+                    target=chunk[str(values[spec.key])],
+                    valid_from=self.now,
+                    valid_to=None,
+                    run_id=self.run_id,
+                )
+                copies.append(values)
+            if copies:
+                bulk_insert(self.conn, h, copies)
 
     def infer_orphans(self) -> None:
         """A node, workspace or creator that no live CVM refers to any more is deleted.
@@ -495,8 +567,10 @@ def apply_staged(
     for entity_type in APPLY_ORDER:
         applier = _EntityApplier(conn, SPECS[entity_type], run_id, target, now)
         applier.apply_staged((unchanged or {}).get(entity_type, 0))
-        if SPECS[entity_type].scoped and complete.get(entity_type, False):
-            applier.infer_deletions((gone or {}).get(entity_type, ()))
+        if SPECS[entity_type].scoped:
+            applier.record_memberships()
+            if complete.get(entity_type, False):
+                applier.infer_deletions((gone or {}).get(entity_type, ()))
         appliers[entity_type] = applier
     for entity_type in REFERENCE_TYPES:
         appliers[entity_type].restore_referenced()
@@ -504,6 +578,26 @@ def apply_staged(
     counts = {entity_type: a.counts for entity_type, a in appliers.items()}
     conn.execute(delete(_STAGING).where(_S.run_id == run_id))
     return Applied(counts, [item for a in appliers.values() for item in a.refused])
+
+
+def retire_memberships(
+    conn: Connection, *, run_id: int, target: str, now: datetime
+) -> dict[EntityType, EntityCounts]:
+    """End every live membership of ``target`` as run ``run_id``: what only it saw is deleted.
+
+    The retirement's apply (``phala-sync targets retire``): no listing, only the deletions and
+    ownership moves that the target's departure causes, then the references left orphaned.
+    """
+    appliers: dict[EntityType, _EntityApplier] = {}
+    for entity_type in APPLY_ORDER:
+        applier = _EntityApplier(conn, SPECS[entity_type], run_id, target, now)
+        if SPECS[entity_type].scoped:
+            applier.infer_deletions(membership.live_keys(conn, target, entity_type))
+        appliers[entity_type] = applier
+    for entity_type in REFERENCE_TYPES:
+        appliers[entity_type].restore_referenced()
+        appliers[entity_type].infer_orphans()
+    return {entity_type: a.counts for entity_type, a in appliers.items()}
 
 
 #: The endpoint whose listing carried each entity type (references come with CVMs).
@@ -544,4 +638,5 @@ __all__ = [
     "apply_staged",
     "dedupe_staging",
     "quarantine_refused",
+    "retire_memberships",
 ]

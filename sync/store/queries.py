@@ -45,8 +45,9 @@ def runs(engine: Engine, *, limit: int = 20) -> list[dict[str, Any]]:
     """The most recent runs, newest first."""
     c = _RUNS.c
     stmt = select(
-        c.id, c.target, c.api_version, c.status, c.started_at, c.finished_at, c.seen, c.created,
-        c.updated, c.deleted, c.restored, c.unchanged, c.quarantined, c.listing_complete, c.error,
+        c.id, c.target, c.api_version, c.status, c.kind, c.started_at, c.finished_at, c.seen,
+        c.created, c.updated, c.deleted, c.restored, c.unchanged, c.quarantined,
+        c.listing_complete, c.error,
     ).order_by(c.id.desc()).limit(limit)  # fmt: skip
     with engine.connect() as conn:
         return [_plain(r) for r in conn.execute(stmt)]

@@ -5,9 +5,10 @@ SQLite ``executemany``) and committed, and nothing of it is kept but keys and co
 workspaces and creators repeat on many CVMs, so each distinct observation of one is staged once per
 run. Staged rows never touch the inventory: only :mod:`sync.store.apply` does, atomically.
 
-Only what may have changed is staged. At the start of a listing pass the stager reads the target's
-stored ``(key, observed_hash)`` pairs of live CVMs or apps once (:meth:`Stager.load_known`); the
-client skips every item whose raw bytes hash to its stored value (:func:`sync.changes.source_hash`).
+Only what may have changed is staged. At the start of a listing pass the stager reads the
+``(key, observed_hash)`` pairs of the CVMs or apps the target sees (its live memberships) once
+(:meth:`Stager.load_known`); the client skips every item whose raw bytes hash to its stored
+value (:func:`sync.changes.source_hash`).
 What a pass showed is kept by :mod:`sync.listing`, which calls :meth:`Stager.stage` for each page.
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, delete, insert
 
 from models import QuarantinedItem, StagedRecord, table_of
 from sync import clock
@@ -26,7 +27,8 @@ from sync.api.pages import Page, Rejection
 from sync.changes import dumps_fields, observed_hash, source_hash
 from sync.records import AppBundle, CvmBundle, EntityType, Record
 from sync.store.bulk import copy_rows
-from sync.store.specs import APP_MEMBERS, SPECS
+from sync.store.membership import live_hashes
+from sync.store.specs import APP_MEMBERS
 
 _STAGING = table_of(StagedRecord)
 _QUARANTINE = table_of(QuarantinedItem)
@@ -111,20 +113,17 @@ class Stager:
 
     # ------------------------------------------------------------------------ what is stored
     def load_known(self, entity_type: EntityType) -> dict[str, bytes]:
-        """The stored ``observed_hash`` by key of the target's live CVMs or apps.
+        """The hash by key of the CVMs or apps the target sees, as it last listed them.
+
+        Read from the target's live memberships (:mod:`sync.store.membership`): an item another
+        target stored but this one never listed is validated and staged, to start its membership.
 
         Kept compact: hashes as 16-byte digests, about 10 MB for 100k entities.
         """
         start = time.perf_counter()
-        spec = SPECS[entity_type]
-        t = spec.table
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(spec.key_column, t.c.observed_hash).where(
-                    t.c.target == self.target, t.c.deleted_at.is_(None)
-                )
-            )
-            known = {str(k): _digest(h) for k, h in rows}
+            rows = live_hashes(conn, self.target, entity_type)
+            known = {k: _digest(h) for k, h in rows}
         self.load_seconds += time.perf_counter() - start
         return known
 

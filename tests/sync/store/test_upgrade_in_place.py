@@ -24,7 +24,7 @@ from tests.reliability.conftest import new_harness
 pytestmark = [pytest.mark.slow, pytest.mark.migration_chain]
 
 FIRST_RELEASE = "0001"
-#: The head before the BI views (0003), whose columns it adds.
+#: Release 2's head, before the BI views (0003) and the target memberships (0004).
 PREVIOUS_HEAD = "0002"
 
 
@@ -132,3 +132,54 @@ def test_a_previous_release_database_resyncs_without_spurious_events(
 
 def _rates_unknown(item: object) -> dict[str, object]:
     return dict.fromkeys(("hourly_rate_total", "hourly_rate_compute", "hourly_rate_disk"), UNKNOWN)
+
+
+def test_a_release_2_database_upgrades_with_memberships_from_ownership(engine: Engine) -> None:
+    """Two targets over one fleet, at release 2's schema: the upgrade seeds each target's
+    memberships from the ``target`` column, keeps every other row, and the next runs of both
+    targets record nothing."""
+    h = new_harness(engine, size=60)
+    assert h.run(target="alpha").status == "succeeded"
+    h.fleet.evolve({"create": 3, "delete": 2, "resize": 2}, seed=5)
+    assert h.run(target="beta").status == "succeeded"  # owns the 3 it created
+    assert h.run(target="alpha").status == "succeeded"  # deletes the 2 only it saw
+    downgrade(engine, PREVIOUS_HEAD)
+    assert current_revision(engine) == PREVIOUS_HEAD
+    assert "target_memberships" not in inspect(engine).get_table_names()
+    release_2 = schema_columns(engine)
+    before = every_row(engine, release_2)
+    upgrade(engine)
+    assert every_row(engine, release_2) == before, (
+        "the upgrade changed a row of the inventory, history or ledger"
+    )
+
+    m = Base.metadata.tables["target_memberships"]
+    with engine.connect() as conn:
+        live = set(
+            conn.execute(
+                select(m.c.target, m.c.entity_type, m.c.entity_id).where(m.c.ended_at.is_(None))
+            ).all()
+        )
+        ended = conn.execute(
+            select(m.c.entity_id, m.c.ended_run_id).where(m.c.ended_at.is_not(None))
+        ).all()
+    expected: set[tuple[Any, ...]] = set()
+    for entity_type, name, key in (("cvm", "cvms", "vm_uuid"), ("app", "apps", "app_id")):
+        table = Base.metadata.tables[name]
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(table.c.target, table.c[key]).where(table.c.deleted_at.is_(None))
+            )
+            expected |= {(target, entity_type, key_value) for target, key_value in rows}
+    assert live == expected
+    assert {target for target, _, _ in live} == {"alpha", "beta"}
+    assert len(ended) == 2
+    assert all(run_id is not None for _, run_id in ended)
+
+    events = len(before["change_events"])
+    assert h.run(target="beta").status == "succeeded"
+    assert h.run(target="alpha").status == "succeeded"
+    final = every_row(engine, release_2)
+    assert len(final["change_events"]) == events, "a run after the upgrade recorded changes"
+    for name in ("cvm_history", "app_history", "cvms", "apps"):
+        assert final[name] == before[name], name
