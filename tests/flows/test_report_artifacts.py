@@ -17,7 +17,7 @@ from sqlalchemy import Engine, text
 
 from flows.sync_flow import report_path, sync_flow
 from simulator import SimulatorServer
-from tests.flows.conftest import FLEET
+from tests.flow_fixtures import FLEET
 from tests.flows.test_sync_flow import _records
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_api_url", "api_key_env")]

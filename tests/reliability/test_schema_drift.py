@@ -152,7 +152,7 @@ def test_unknown_fields_are_kept_and_never_fatal(harness: Harness, version: str)
     for name, key, ids in (("cvms", "vm_uuid", cvms), ("apps", "app_id", apps)):
         t = table(name)
         with h.engine.connect() as conn:
-            stored = dict(conn.execute(select(t.c[key], t.c.raw_json)).tuples().all())
+            stored = dict(tuple(r) for r in conn.execute(select(t.c[key], t.c.raw_json)))
         live = ids & set(stored)
         assert len(live) >= 10
         for key_value in live:
@@ -189,7 +189,7 @@ def test_a_new_enum_value_is_kept_as_sent(harness: Harness, version: str, policy
     )
     t = table("cvms")
     with h.engine.connect() as conn:
-        stored = dict(conn.execute(select(t.c.vm_uuid, t.c[column])).tuples().all())
+        stored = dict(tuple(r) for r in conn.execute(select(t.c.vm_uuid, t.c[column])))
     assert {stored[k] for k in changed} == {value}
     h.faults.set([])
     back = h.run()

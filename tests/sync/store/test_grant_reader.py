@@ -17,7 +17,7 @@ from sync.store.engine import make_engine
 from sync.store.migrate import upgrade
 from sync.store.views import VIEW_NAMES, grant_reader
 from tests.conftest import NEXT_REVISION
-from tests.store.builders import bundle, cvm, run_with
+from tests.sync.store.builders import bundle, cvm, run_with
 
 WRITES = (
     "INSERT INTO sync_runs (target, api_version, status, started_at) "
