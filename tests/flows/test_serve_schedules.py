@@ -44,7 +44,13 @@ from tests.children import PHALA_SYNC, base_env, marked, start, stop
 from tests.flow_fixtures import ADMIN_TOKEN, API_KEY
 from tests.reliability.oracle import canon_changes, recorded_events
 
-pytestmark = [pytest.mark.prefect, pytest.mark.slow, pytest.mark.postgres, pytest.mark.subprocess]
+pytestmark = [
+    pytest.mark.prefect,
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.subprocess,
+    pytest.mark.alone,
+]
 
 TARGET = "soak"
 RUNS = 4  # the numbers: at least 4 runs succeed on their own within 75 s
