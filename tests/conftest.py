@@ -179,13 +179,17 @@ def next_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 # ------------------------------------------------------------------------ markers and xdist rules
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test of the session's Prefect test server runs on one xdist worker (``--dist
-    loadgroup``), so that one server starts, not one per worker."""
+    """Every test of the session's Prefect test server (``prefect_api_url``) must be marked
+    ``xdist_group("prefect")``, so that one xdist worker (``--dist loadgroup``) starts that
+    server, not each. (A mark added here would come too late for xdist's workers.)"""
     for item in items:
         if "prefect_api_url" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("prefect"))
+            groups = [m.args[0] for m in item.iter_markers("xdist_group") if m.args]
+            if "prefect" not in groups:
+                raise pytest.UsageError(
+                    f'{item.nodeid} uses prefect_api_url: mark it xdist_group("prefect")'
+                )
 
 
 _CALL_PASSED = pytest.StashKey[bool]()

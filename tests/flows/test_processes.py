@@ -42,6 +42,7 @@ def _inventory_ids(database_url: str, target: str) -> set[str]:
 
 
 # ------------------------------------------------------------------------------------- serve
+@pytest.mark.xdist_group("prefect")
 def test_a_served_deployment_run_fills_an_empty_database(
     prefect_api_url: str, simulator: SimulatorServer, sqlite_url: str, tmp_path: Path
 ) -> None:

@@ -34,7 +34,11 @@ from sync.store import queries
 from tests.flow_fixtures import API_KEY, FLEET
 
 #: Every test runs under the session's Prefect test server, with the simulator's key set.
-pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_api_url", "api_key_env")]
+pytestmark = [
+    pytest.mark.prefect,
+    pytest.mark.xdist_group("prefect"),
+    pytest.mark.usefixtures("prefect_api_url", "api_key_env"),
+]
 
 
 def _flow(database_url: str, simulator: SimulatorServer, **params: Any) -> State[Any]:

@@ -29,7 +29,7 @@ from tests.children import stop
 from tests.flow_fixtures import API_KEY, FLEET
 from tests.sync.cli.test_commands import assert_one_line_error, from_the_future
 
-pytestmark = [pytest.mark.prefect, pytest.mark.subprocess]
+pytestmark = [pytest.mark.prefect, pytest.mark.subprocess, pytest.mark.xdist_group("prefect")]
 
 PHALA_SYNC = str(Path(sys.executable).with_name("phala-sync"))
 

@@ -24,7 +24,11 @@ from tests.flow_fixtures import FLEET
 from tests.sync.cli.test_commands import assert_one_line_error
 
 #: Every test runs under the session's Prefect test server, with the simulator's key set.
-pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_api_url", "api_key_env")]
+pytestmark = [
+    pytest.mark.prefect,
+    pytest.mark.xdist_group("prefect"),
+    pytest.mark.usefixtures("prefect_api_url", "api_key_env"),
+]
 
 
 @pytest.fixture(autouse=True)
