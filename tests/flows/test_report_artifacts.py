@@ -20,7 +20,11 @@ from simulator import SimulatorServer
 from tests.flow_fixtures import FLEET
 from tests.flows.test_sync_flow import _records
 
-pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_api_url", "api_key_env")]
+pytestmark = [
+    pytest.mark.prefect,
+    pytest.mark.xdist_group("prefect"),
+    pytest.mark.usefixtures("prefect_api_url", "api_key_env"),
+]
 TARGET = "flowtest"
 
 

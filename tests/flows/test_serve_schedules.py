@@ -50,6 +50,7 @@ pytestmark = [
     pytest.mark.postgres,
     pytest.mark.subprocess,
     pytest.mark.alone,
+    pytest.mark.xdist_group("prefect"),
 ]
 
 TARGET = "soak"
