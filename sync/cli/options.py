@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -73,3 +74,13 @@ def open_database(settings: Settings, *, schema: SchemaCheck = "current") -> Ite
         yield engine
     finally:
         engine.dispose()
+
+
+def utc_day(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    """Click callback: a ``--since``/``--until`` value as a date (a UTC day)."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a day such as 2026-04-15") from None

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from sync.cli.group import CliError
-from sync.cli.options import database_option, json_option, open_database
+from sync.cli.options import database_option, json_option, open_database, utc_day
 from sync.present import change_tally, table, to_json
 from sync.records import ENTITY_TYPES
 from sync.settings import build_settings
@@ -147,21 +147,11 @@ def changes(
     click.echo(table(shown, ["run_id", "change_type", "entity_type", "entity_id", "fields"]))
 
 
-def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
-    """A ``--since``/``--until`` value as a date (a UTC day)."""
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a day such as 2026-04-15") from None
-
-
 @click.command()
 @database_option
 @click.option("--target", help="Only this target's CVMs [default: every target, summed].")
-@click.option("--since", metavar="DAY", callback=_day, help="From this UTC day on (YYYY-MM-DD).")
-@click.option("--until", metavar="DAY", callback=_day, help="Up to this UTC day, included.")
+@click.option("--since", metavar="DAY", callback=utc_day, help="From this UTC day on (YYYY-MM-DD).")
+@click.option("--until", metavar="DAY", callback=utc_day, help="Up to this UTC day, included.")
 @click.option(
     "--by",
     type=click.Choice(list(views.FLEET_DIMENSIONS)),

@@ -7,17 +7,8 @@ from pathlib import Path
 
 import click
 
-from sync.cli.options import database_option, open_database
+from sync.cli.options import database_option, open_database, utc_day
 from sync.settings import build_settings
-
-
-def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a day such as 2026-04-15") from None
 
 
 @click.command("report")
@@ -26,13 +17,13 @@ def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date 
 @click.option(
     "--since",
     metavar="DAY",
-    callback=_day,
+    callback=utc_day,
     help="First UTC day (default: the 30 days up to --until).",
 )
 @click.option(
     "--until",
     metavar="DAY",
-    callback=_day,
+    callback=utc_day,
     help="Last UTC day (default: the latest day with a successful run).",
 )
 @click.option(
