@@ -15,6 +15,7 @@ from models.entities import (
     Workspace,
     WorkspaceHistory,
 )
+from models.fleet import FleetLevel
 from models.runs import ChangeEvent, QuarantinedItem, StagedRecord, SyncRun
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "CreatorHistory",
     "Cvm",
     "CvmHistory",
+    "FleetLevel",
     "Node",
     "NodeHistory",
     "QuarantinedItem",

@@ -46,8 +46,8 @@ GC_THRESHOLD = 5_000
 #: What ``timings`` name: ``fetch``, the whole fetch-and-stage stage, of which ``parse`` (decoding,
 #: hashing, validating and normalizing pages) and ``stage`` (building and writing staged rows) are
 #: the CPU-bound parts and the rest is waiting for the API; ``load_known``, reading the stored
-#: hashes; ``apply``, the apply transaction.
-TIMINGS = ("fetch", "load_known", "parse", "stage", "apply")
+#: hashes; ``apply``, the apply transaction, of which ``levels`` is keeping ``fleet_levels``.
+TIMINGS = ("fetch", "load_known", "parse", "stage", "apply", "levels")
 
 
 @dataclass(frozen=True)
@@ -293,7 +293,11 @@ def apply_run(
         listing_complete=fetch.cvms.complete,
         apps_listing_complete=fetch.apps.complete,
         api_total=fetch.cvms.api_total,
-        timings={**fetch.timings, "apply": time.perf_counter() - start},
+        timings={
+            **fetch.timings,
+            "apply": time.perf_counter() - start,
+            "levels": applied.levels_seconds,
+        },
     )
 
 

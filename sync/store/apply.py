@@ -26,6 +26,7 @@ Nothing here commits: the caller owns the transaction, so a failure leaves no tr
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -55,7 +56,7 @@ from models import AppCvm, ChangeEvent, StagedRecord, table_of
 from sync.api.pages import Endpoint, Rejection
 from sync.changes import created_changes, diff, loads_fields, merge
 from sync.records import REFERENCE_TYPES, EntityType
-from sync.store import membership
+from sync.store import fleet_levels, membership
 from sync.store.bulk import analyze, bulk_insert
 from sync.store.specs import APP_MEMBERS, APPLY_ORDER, SPECS, EntitySpec
 from sync.store.staging import insert_quarantined
@@ -110,6 +111,8 @@ class Applied:
 
     counts: dict[EntityType, EntityCounts]
     refused: list[RefusedItem]
+    #: Seconds spent bringing ``fleet_levels`` up to date (part of the apply).
+    levels_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -583,7 +586,13 @@ def apply_staged(
         appliers[entity_type].infer_orphans()
     counts = {entity_type: a.counts for entity_type, a in appliers.items()}
     conn.execute(delete(_STAGING).where(_S.run_id == run_id))
-    return Applied(counts, [item for a in appliers.values() for item in a.refused])
+    start = time.perf_counter()
+    fleet_levels.follow_run(conn, target=target, now=now, counts=counts)
+    return Applied(
+        counts,
+        [item for a in appliers.values() for item in a.refused],
+        levels_seconds=time.perf_counter() - start,
+    )
 
 
 def retire_memberships(
@@ -603,7 +612,9 @@ def retire_memberships(
     for entity_type in REFERENCE_TYPES:
         appliers[entity_type].restore_referenced()
         appliers[entity_type].infer_orphans()
-    return {entity_type: a.counts for entity_type, a in appliers.items()}
+    counts = {entity_type: a.counts for entity_type, a in appliers.items()}
+    fleet_levels.follow_run(conn, target=target, now=now, counts=counts)
+    return counts
 
 
 #: The endpoint whose listing carried each entity type (references come with CVMs).

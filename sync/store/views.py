@@ -1,4 +1,4 @@
-"""The BI views (created by migration 0003, documented in docs/schema.md) and what reads them.
+"""The BI views (migrations 0003 and 0005, documented in docs/schema.md) and what reads them.
 
 - :data:`VIEW_NAMES`: the views, the stable SQL surface for BI tools and reports;
 - :func:`fleet_series`: the daily series of ``fleet_daily``, summed per day (and one dimension);
@@ -18,7 +18,14 @@ from sync.errors import ConfigError
 __all__ = ["FLEET_DIMENSIONS", "VIEW_NAMES", "fleet_series", "grant_reader", "require_postgresql"]
 
 #: The views, in the order docs/schema.md presents them.
-VIEW_NAMES: Final = ("current_cvms", "cvm_states", "fleet_daily", "cvm_daily_usage", "run_log")
+VIEW_NAMES: Final = (
+    "current_cvms",
+    "cvm_states",
+    "fleet_daily",
+    "cvm_daily_usage",
+    "fleet_daily_usage",
+    "run_log",
+)
 
 Dimension = Literal["status", "region", "workspace", "instance_type"]
 #: ``--by`` choices and the ``fleet_daily`` column each one groups by.

@@ -1,4 +1,4 @@
-"""The BI views (migration 0003) against an independent computation, on SQLite and PostgreSQL.
+"""The BI views (migrations 0003, 0005) against an independent computation, on SQLite and PG.
 
 A simulated fleet is evolved over 18+ runs at injected times spread over more than 30 days
 (creations, deletions, restores, resizes, restarts, moves), with failed runs and API version
@@ -132,6 +132,31 @@ def test_cvm_daily_usage_equals_hours_and_cost_per_day(evolved: Engine) -> None:
     assert any(g["compute_cost_usd"] is None for g in got.values())  # unknown stays NULL
 
 
+def test_fleet_daily_usage_sums_each_states_hours_and_cost_by_its_group(evolved: Engine) -> None:
+    expected = History(evolved).fleet_usage()
+    got = {}
+    for r in view(evolved, "fleet_daily_usage"):
+        key = (as_date(r["day"]), r["target"], r["status"], r["region"], r["workspace_id"],
+               r["instance_type"])  # fmt: skip
+        assert key not in got, f"two rows for {key}"
+        got[key] = r
+    assert set(got) == set(expected)
+    for key, e in expected.items():
+        g = got[key]
+        for name in ("existing_hours", "running_hours", "compute_cost_usd", "storage_cost_usd"):
+            assert close(g[name], e[name], "0.00001"), (key, name, g[name], e[name])
+    assert any(g["compute_cost_usd"] is not None and g["running_hours"] for g in got.values())
+    assert any(g["compute_cost_usd"] is None for g in got.values())  # unknown stays NULL
+    # The groups' hours add up to the CVMs' (cvm_daily_usage), day by day.
+    per_cvm: dict[date, Decimal] = {}
+    for r in view(evolved, "cvm_daily_usage"):
+        day = as_date(r["day"])
+        per_cvm[day] = per_cvm.get(day, Decimal(0)) + Decimal(str(r["existing_hours"]))
+    for day, hours in per_cvm.items():
+        total = sum(Decimal(str(g["existing_hours"])) for k, g in got.items() if k[0] == day)
+        assert close(total, hours, "0.0001"), day
+
+
 def test_cvm_states_are_the_history_rows_with_hours_and_change_type(evolved: Engine) -> None:
     history = History(evolved)
     events = {
@@ -187,6 +212,10 @@ def figures(engine: Engine, last_day: date) -> dict[str, Any]:
     key = lambda r: str(sorted(r.items()))  # noqa: E731
     return {
         "fleet_daily": sorted(view(engine, "fleet_daily"), key=key),
+        "fleet_daily_usage": sorted(
+            (r for r in view(engine, "fleet_daily_usage") if as_date(r["day"]) < last_day),
+            key=key,
+        ),
         "cvm_daily_usage": sorted(usage, key=key),
         "cvm_states": sorted(states, key=key),
         "current_cvms": sorted(current, key=key),

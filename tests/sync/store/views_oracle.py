@@ -161,6 +161,49 @@ class History:
             }
         return out
 
+    # ------------------------------------------------------------------------ fleet_daily_usage
+    def fleet_usage(self) -> dict[tuple[Any, ...], dict[str, Any]]:
+        """(day, target, status, region, workspace_id, instance_type) -> CVM-hours and costs: each
+        state's hours of each day, summed by the state's own dimensions."""
+        out: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for h in self.states:
+            span = self.spans.get(h["target"])
+            if span is None:
+                continue
+            start = h["valid_from"]
+            end = min(h["valid_to"] or span.last_at, span.last_at)
+            compute = decimal(h["hourly_rate_compute"])
+            if compute is None and h["billing_period"] == "hourly":
+                compute = decimal(h["compute_billing_price"])
+            storage = decimal(h["hourly_rate_disk"])
+            if storage is None and h["disk_gb"] is not None:
+                storage = h["disk_gb"] * STORAGE_RATE
+            running = h["status"] == "running"
+            for day in span.days():
+                lo, hi = max(start, midnight(day)), min(end, midnight(day + DAY))
+                if hi <= lo:
+                    continue
+                hours = Decimal((hi - lo) // timedelta(microseconds=1)) / 3_600_000_000
+                key = (day, h["target"], h["status"], self.regions.get(h["node_id"]),
+                       h["workspace_id"], h["instance_type"])  # fmt: skip
+                acc = out.setdefault(
+                    key,
+                    {"existing_hours": Decimal(0), "running_hours": Decimal(0),
+                     "compute_cost_usd": Decimal(0), "storage_cost_usd": Decimal(0)},
+                )  # fmt: skip
+                acc["existing_hours"] += hours
+                if running:
+                    acc["running_hours"] += hours
+                    if acc["compute_cost_usd"] is not None:
+                        acc["compute_cost_usd"] = (
+                            None if compute is None else acc["compute_cost_usd"] + hours * compute
+                        )
+                if acc["storage_cost_usd"] is not None:
+                    acc["storage_cost_usd"] = (
+                        None if storage is None else acc["storage_cost_usd"] + hours * storage
+                    )
+        return out
+
     # ------------------------------------------------------------------------------- cvm_states
     def change_types(self) -> dict[int, str]:
         """history_id -> created | updated | restored, from the order of each CVM's states."""

@@ -1,0 +1,204 @@
+"""``fleet_levels``: each target's live CVMs summed per group, kept up to date by every run.
+
+The daily views (``fleet_daily``, ``fleet_daily_usage``) read this table instead of expanding
+every CVM state into days. A run that changed the CVM history calls :func:`follow_run` inside
+its apply transaction: for each target whose history changed it sums the open history rows per
+group (status, region, workspace, instance type), closes the open levels that no longer hold
+(``valid_to`` = the run's time, the same instant as the history rows it wrote) and opens the
+new ones. A failed run rolls all of it back with the rest of its apply.
+
+The figures equal the history's by construction: a level changes exactly when a run changes one
+of its CVMs, and the history changes only at runs. ``migrations/versions/0005`` fills the table
+for a database that predates it, from the whole history at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Float,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    update,
+)
+
+from models import CvmHistory, FleetLevel, Node, UTCDateTime, table_of
+from sync.records import EntityType
+
+__all__ = ["GROUP", "STORAGE_USD_PER_GB_HOUR", "follow_run", "refresh"]
+
+_H = table_of(CvmHistory)
+_N = table_of(Node)
+_L = table_of(FleetLevel)
+
+#: A level's group: its CVMs share these.
+GROUP: Final = ("status", "region", "workspace_id", "instance_type")
+#: A level's figures: the sums over its CVMs.
+_FIGURES: Final = (
+    "cvms", "vcpus", "memory_mb", "disk_gb", "gpus",
+    "compute_rate", "compute_unknown", "storage_rate", "storage_unknown",
+)  # fmt: skip
+#: Phala's public storage price, USD per GB-hour, billed while a CVM exists (running or not);
+#: the rate of a CVM whose payload sends no ``hourly_rate.disk`` (docs/schema.md).
+STORAGE_USD_PER_GB_HOUR: Final = "0.000139"
+_NULL_TEXT: Final = "\x1e"  # stands for NULL in comparisons of group columns (PostgreSQL)
+
+
+def _price(column: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+    """A decimal-text price column as a number; NULL where it is not a plain decimal.
+
+    The rule of the views of migration 0003 (their ``price``), so that a level's rate is the sum
+    of what ``cvm_daily_usage`` prices each CVM at.
+    """
+    if dialect == "postgresql":
+        is_decimal: ColumnElement[bool] = column.regexp_match(r"^[0-9]{1,12}(\.[0-9]+)?$")
+        return case((is_decimal, cast(column, Numeric())))
+    glob = column.op("GLOB", is_comparison=True)
+    is_decimal = and_(
+        column != "",
+        ~glob("*[^0-9.]*"),
+        ~glob("*.*.*"),
+        ~glob(".*"),
+        ~glob("*."),
+        func.length(column) <= 40,
+    )
+    return case((is_decimal, cast(column, Float())))
+
+
+def _rates(dialect: str) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    """Each CVM state's compute and storage rate, USD per hour (NULL where unknown)."""
+    compute = func.coalesce(
+        _price(_H.c.hourly_rate_compute, dialect),
+        case((_H.c.billing_period == "hourly", _price(_H.c.compute_billing_price, dialect))),
+    )
+    storage = func.coalesce(
+        _price(_H.c.hourly_rate_disk, dialect),
+        _H.c.disk_gb * literal_column(STORAGE_USD_PER_GB_HOUR),
+    )
+    return compute, storage
+
+
+def _same(a: ColumnElement[Any], b: ColumnElement[Any], dialect: str) -> ColumnElement[bool]:
+    """``a`` equals ``b``, NULL equal to NULL, in a form PostgreSQL can hash-join on."""
+    if dialect != "postgresql":
+        return a.is_not_distinct_from(b)
+    if isinstance(a.type, String):
+        return func.coalesce(a, _NULL_TEXT) == func.coalesce(b, _NULL_TEXT)
+    return func.coalesce(a, -1) == func.coalesce(b, -1)
+
+
+def _scratch() -> Table:
+    """A temporary table for the targets' new levels (dropped at the end, or at commit)."""
+    columns = [Column("target", String, nullable=False)]
+    columns += [Column(name, String) for name in GROUP]
+    columns += [Column(name, _L.c[name].type) for name in _FIGURES]
+    return Table(
+        "fleet_levels_now",
+        MetaData(),
+        *columns,
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
+    )
+
+
+def refresh(conn: Connection, targets: Iterable[str], now: datetime) -> int:
+    """Bring the open levels of ``targets`` in line with their open history rows, as of ``now``.
+
+    Returns how many levels were opened (a level that still holds is left open as it is).
+    """
+    names = sorted(set(targets))
+    if not names:
+        return 0
+    dialect = conn.dialect.name
+    compute, storage = _rates(dialect)
+    group = [_H.c.target, _H.c.status, _N.c.region, _H.c.workspace_id, _H.c.instance_type]
+    summed = select(
+        *group,
+        func.count().label("cvms"),
+        func.sum(_H.c.vcpu),
+        func.sum(_H.c.memory_mb),
+        func.sum(_H.c.disk_gb),
+        func.sum(_H.c.gpus),
+        func.coalesce(func.sum(compute), 0),
+        func.sum(case((compute.is_(None), 1), else_=0)),
+        func.coalesce(func.sum(storage), 0),
+        func.sum(case((storage.is_(None), 1), else_=0)),
+    ).select_from(_H.outerjoin(_N, _N.c.node_id == _H.c.node_id))
+    summed = summed.where(_H.c.valid_to.is_(None), _H.c.target.in_(names)).group_by(*group)
+    scratch = _scratch()
+    scratch.create(conn)
+    try:
+        conn.execute(insert(scratch).from_select([c.name for c in scratch.c], summed))
+        present = set(conn.scalars(select(scratch.c.target).distinct()))
+        empty = [t for t in names if t not in present]
+        if empty:  # a target without live CVMs: one level of zeros, so its days stay present
+            zeros = dict.fromkeys(_FIGURES, 0)
+            conn.execute(insert(scratch), [{"target": t, **zeros} for t in empty])
+        columns = ("target", *GROUP, *_FIGURES)
+
+        def matches(level: Table, other: Table) -> ColumnElement[bool]:
+            return and_(
+                level.c.target == other.c.target,
+                *(_same(level.c[c], other.c[c], dialect) for c in columns[1:]),
+            )
+
+        conn.execute(
+            update(_L)
+            .where(
+                _L.c.target.in_(names),
+                _L.c.valid_to.is_(None),
+                ~exists().where(matches(_L, scratch)),
+            )
+            .values(valid_to=now)
+        )
+        opened = conn.execute(
+            insert(_L).from_select(
+                [*columns, "valid_from"],
+                select(
+                    *(scratch.c[c] for c in columns), literal(now, UTCDateTime()).label("at")
+                ).where(~exists().where(_L.c.valid_to.is_(None), matches(_L, scratch))),
+            )
+        ).rowcount
+    finally:
+        scratch.drop(conn)
+    return int(opened or 0)
+
+
+def follow_run(
+    conn: Connection, *, target: str, now: datetime, counts: Mapping[EntityType, Any]
+) -> int:
+    """After a run's apply at ``now``: refresh the levels of every target whose history changed.
+
+    Those are the owners of the CVM states the run opened or closed (ownership can move between
+    targets, and a run of one target can change a CVM that another owns), every target when a
+    node changed (its region may have), and ``target`` itself when it has no level yet. A run that
+    changed nothing costs one indexed lookup. Returns how many levels were opened.
+    """
+    touched = set(conn.scalars(select(_H.c.target).where(_H.c.valid_from == now).distinct()))
+    cvm, node = counts.get("cvm"), counts.get("node")
+    if cvm is not None and cvm.deleted:
+        closed = select(_H.c.target).where(_H.c.valid_to == now).distinct()
+        touched.update(conn.scalars(closed))
+    if node is not None and (node.updated or node.restored or node.deleted):
+        touched.update(conn.scalars(select(_L.c.target).where(_L.c.valid_to.is_(None)).distinct()))
+    has_level = exists().where(_L.c.target == target, _L.c.valid_to.is_(None))
+    if touched or not conn.scalar(select(has_level)):
+        touched.add(target)
+    return refresh(conn, touched, now)
