@@ -1,24 +1,28 @@
-"""How fast the BI views read at scale: ``fleet_daily``, ``current_cvms``, ``cvm_daily_usage``.
+"""How fast the BI views read at scale: ``fleet_daily``, ``current_cvms``, the usage views.
 
     .venv/bin/python bench/bi_views.py                  # 100k CVMs, 30 daily runs, 1% churn
     .venv/bin/python bench/bi_views.py --cvms 10000 --days 30 --repeat 3
+    .venv/bin/python bench/bi_views.py --skip cvm_daily_usage   # leave out the per-CVM view
 
 The history is **inserted directly** (COPY), not synced: ``--days + 1`` succeeded runs, one a day at
 03:00 UTC; the first creates ``--cvms`` CVMs, each later one changes ``--churn`` of the fleet
 (a third deleted, a third resized or restarted, a third created). Syncing 30 runs of 100k CVMs would
 take most of an hour on this machine; the views read only the history, the ledger and the nodes,
 workspaces and creators, so the rows are what a sync would have written. The schema comes from
-the real migrations (a private schema in ``phala_sync_bench``, dropped afterwards).
+the real migrations (a private schema in ``phala_sync_bench``, dropped afterwards);
+``fleet_levels``, which runs keep as they apply, is filled by migration 0005's backfill.
 
-Prints each query's best-of-``--repeat`` wall time with every row fetched by the client (psycopg
-builds a Decimal or datetime for each value), the server's time alone (``EXPLAIN ANALYZE``: every
-row computed, none sent), the rows, and the load average beside it (the machine is shared:
-figures mean something only next to it).
+Prints each query's best-of-``--repeat`` wall time three ways: every row fetched into Python
+(psycopg builds a Decimal or date for each value), every row copied to the client as text
+(``COPY ... TO STDOUT``, as a BI extract reads), and the server's time alone (``EXPLAIN
+ANALYZE``: every row computed, none sent); the rows, and the load average beside it (the machine
+is shared: figures mean something only next to it).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import os
 import random
@@ -54,6 +58,9 @@ QUERIES = {
     "fleet_daily: per day": "SELECT day, SUM(cvms), SUM(vcpus), SUM(memory_gb) FROM fleet_daily "
     "GROUP BY day ORDER BY day",
     "current_cvms: every row": "SELECT * FROM current_cvms",
+    "fleet_daily_usage: per day and workspace": "SELECT day, workspace_id, SUM(existing_hours), "
+    "SUM(running_hours), SUM(compute_cost_usd), SUM(storage_cost_usd) FROM fleet_daily_usage "
+    "GROUP BY day, workspace_id ORDER BY day, workspace_id",
     "cvm_daily_usage: per day": "SELECT day, SUM(existing_hours), SUM(running_hours), "
     "SUM(compute_cost_usd), SUM(storage_cost_usd) FROM cvm_daily_usage GROUP BY day ORDER BY day",
     "cvm_states: every row": "SELECT * FROM cvm_states",
@@ -152,6 +159,12 @@ def build(url: str, cvms: int, days: int, churn: float, seed: int) -> dict[str, 
                      "billing_period", "compute_billing_price", "hourly_rate_compute",
                      "valid_from", "valid_to", "run_id"]  # fmt: skip
         _copy(cur, "cvm_history", hist_cols, history)
+        cur.execute("ANALYZE")
+        t0 = time.perf_counter()
+        for statement in _migration_0005().backfill_sql("postgresql"):
+            cur.execute(statement)
+        print(f"fleet_levels filled from the history in {time.perf_counter() - t0:.1f} s "
+              "(migration 0005's backfill)")  # fmt: skip
         latest = {h[0]: h for h in history}  # rows are in time order: the last one per CVM
         _copy(cur, "cvms", [*hist_cols[:15], "first_seen_at", "last_seen_at", "first_seen_run_id",
               "last_seen_run_id", "deleted_at", "observed_hash"],
@@ -165,34 +178,72 @@ def build(url: str, cvms: int, days: int, churn: float, seed: int) -> dict[str, 
     return {"sync_runs": len(runs), "cvm_history": len(history), "cvms": len(latest)}
 
 
+def _migration_0005() -> Any:
+    """Migration 0005, whose backfill fills ``fleet_levels`` from history inserted directly."""
+    path = Path(__file__).resolve().parents[1] / "migrations/versions/0005_fleet_levels.py"
+    spec = importlib.util.spec_from_file_location("migration_0005", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _timed(engine: Any, repeat: int, run: Any) -> tuple[float, Any]:
+    """Best of ``repeat`` wall seconds of ``run(cursor)`` on a fresh connection, and its result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        raw = engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            t0 = time.perf_counter()
+            result = run(cur)
+            best = min(best, time.perf_counter() - t0)
+        finally:
+            raw.close()
+    return best, result
+
+
+def _fetch_all(sql: str) -> Any:
+    def run(cur: Any) -> int:
+        cur.execute(sql)
+        return len(cur.fetchall())
+
+    return run
+
+
+def _copy_out(sql: str) -> Any:
+    def run(cur: Any) -> int:
+        size = 0
+        with cur.copy(f"COPY ({sql}) TO STDOUT") as copy:
+            for block in copy:
+                size += len(block)
+        return size
+
+    return run
+
+
+def _server_only(sql: str) -> Any:
+    def run(cur: Any) -> None:
+        cur.execute(f"EXPLAIN (ANALYZE, TIMING OFF) {sql}")
+        cur.fetchall()
+
+    return run
+
+
 def measure(url: str, repeat: int) -> list[dict[str, Any]]:
+    """Each query three ways: rows fetched into Python (psycopg builds a Decimal or date per
+    value), every row copied to the client as text (``COPY ... TO STDOUT``, as a BI extract or
+    ``psql \\copy`` reads), and the server's work alone (``EXPLAIN ANALYZE``)."""
     engine = make_engine(url)
     out = []
     try:
         for name, sql in QUERIES.items():
-            best, rows = float("inf"), 0
-            for _ in range(repeat):
-                raw = engine.raw_connection()
-                try:
-                    cur = raw.cursor()
-                    t0 = time.perf_counter()
-                    cur.execute(sql)
-                    rows = len(cur.fetchall())
-                    best = min(best, time.perf_counter() - t0)
-                finally:
-                    raw.close()
-            server = float("inf")
-            for _ in range(repeat):  # the server's work alone: every row computed, none sent
-                raw = engine.raw_connection()
-                try:
-                    cur = raw.cursor()
-                    t0 = time.perf_counter()
-                    cur.execute(f"EXPLAIN (ANALYZE, TIMING OFF) {sql}")
-                    cur.fetchall()
-                    server = min(server, time.perf_counter() - t0)
-                finally:
-                    raw.close()
-            out.append({"query": name, "seconds": round(best, 3), "server": round(server, 3),
+            fetched, rows = _timed(engine, repeat, _fetch_all(sql))
+            copied, size = _timed(engine, repeat, _copy_out(sql))
+            server, _ = _timed(engine, repeat, _server_only(sql))
+            out.append({"query": name, "seconds": round(fetched, 3), "copy": round(copied, 3),
+                        "copy_mib": round(size / 2**20, 1), "server": round(server, 3),
                         "rows": rows,
                         "load": " ".join(f"{x:.2f}" for x in os.getloadavg())})  # fmt: skip
     finally:
@@ -208,7 +259,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument("--skip", action="append", default=[], metavar="TEXT",
+                        help="leave out the queries whose name contains TEXT")  # fmt: skip
     args = parser.parse_args()
+    for name in [q for q in QUERIES if any(s in q for s in args.skip)]:
+        del QUERIES[name]
     ensure_postgres_database(args.postgres_url)
     with fresh_database("postgres", args.postgres_url) as url:
         t0 = time.perf_counter()
@@ -216,10 +271,12 @@ def main() -> None:
         print(f"built {counts} in {time.perf_counter() - t0:.1f} s (rows inserted directly)")
         print(f"\n{args.cvms} CVMs, {args.days} daily runs of {args.churn:.0%} churn, PostgreSQL, "
               f"best of {args.repeat}, every row fetched:\n")  # fmt: skip
-        print("| query | seconds, rows fetched | seconds, server only | rows | load average |")
-        print("|---|---:|---:|---:|---|")
+        print("| query | s, rows fetched into Python | s, rows copied out (MiB) | s, server only "
+              "| rows | load average |")  # fmt: skip
+        print("|---|---:|---:|---:|---:|---|")
         for r in measure(url, args.repeat):
-            print(f"| {r['query']} | {r['seconds']} | {r['server']} | {r['rows']} | {r['load']} |")
+            print(f"| {r['query']} | {r['seconds']} | {r['copy']} ({r['copy_mib']}) "
+                  f"| {r['server']} | {r['rows']} | {r['load']} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -117,47 +117,68 @@ JOIN bounds b ON b.target = l.target
 
 
 def _fleet_daily_usage(d: _Dialect, pg: bool) -> str:
+    """Per day and group. A day strictly inside a level is 24 of its hours with nothing to sum
+    (no other level of the group has time in it); only the days where a level starts or ends, at
+    most two per level, are cut into hours and summed per group."""
     if pg:
-        days = f"""CROSS JOIN LATERAL generate_series(
-    CAST({d.greatest}({d.day("l.valid_from")}, l.first_day) AS TIMESTAMP),
-    CAST({d.least}({d.day("l.valid_end")}, l.last_day) AS TIMESTAMP),
-    INTERVAL '1 day') AS c(at)"""
-        day, calendar = "CAST(c.at AS DATE)", ""
-        start, end = "(c.at AT TIME ZONE 'UTC')", "((c.at + INTERVAL '1 day') AT TIME ZONE 'UTC')"
+        inside = """CROSS JOIN LATERAL generate_series(
+  CAST(GREATEST(l.from_day + 1, l.first_day) AS TIMESTAMP),
+  CAST(LEAST(l.end_day - 1, l.last_day) AS TIMESTAMP), INTERVAL '1 day') AS c(at)"""
+        inside_day, calendar = "CAST(c.at AS DATE)", ""
+        edges = "CROSS JOIN (VALUES (0), (1)) AS e(k)"
+        edge = "CASE e.k WHEN 0 THEN l.from_day ELSE l.end_day END"
+        start = f"(CAST({edge} AS TIMESTAMP) AT TIME ZONE 'UTC')"
+        end = f"(CAST({edge} + 1 AS TIMESTAMP) AT TIME ZONE 'UTC')"
     else:
-        days = f"""JOIN calendar c ON c.target = l.target
-    AND c.day BETWEEN {d.greatest}({d.day("l.valid_from")}, l.first_day)
-                  AND {d.least}({d.day("l.valid_end")}, l.last_day)"""
-        day, calendar = "c.day", f",\n{_CALENDAR}"
-        start, end = "c.day", "date(c.day, '+1 day')"
+        inside = """JOIN calendar c ON c.target = l.target
+  AND c.day > l.from_day AND c.day < l.end_day"""
+        inside_day, calendar = "c.day", f",\n{_CALENDAR}"
+        edges = "JOIN (SELECT 0 AS k UNION ALL SELECT 1) AS e ON 1 = 1"
+        edge = "CASE e.k WHEN 0 THEN l.from_day ELSE l.end_day END"
+        start, end = edge, f"date({edge}, '+1 day')"
     hours = d.hours(f"{d.greatest}(l.valid_from, {start})", f"{d.least}(l.valid_end, {end})")
-    running = "status = 'running'"
+    run = "status = 'running'"
     return f"""
 WITH RECURSIVE {_bounds(d)}{calendar},
-levels AS (
+spans AS (
   SELECT l.*, {d.least}(COALESCE(l.valid_to, b.last_at), b.last_at) AS valid_end,
          b.first_day, b.last_day
   FROM fleet_levels l
   JOIN bounds b ON b.target = l.target
   WHERE l.cvms > 0
 ),
-pieces AS (
-  SELECT l.target, l.status, l.region, l.workspace_id, l.instance_type, l.cvms,
-         l.compute_rate, l.compute_unknown, l.storage_rate, l.storage_unknown,
-         {day} AS day, {hours} AS hours
+levels AS (
+  SELECT s.*, {d.day("s.valid_from")} AS from_day, {d.day("s.valid_end")} AS end_day FROM spans s
+),
+edges AS (
+  SELECT {edge} AS day, l.target, l.status, l.region, l.workspace_id, l.instance_type,
+         l.cvms, l.compute_rate, l.compute_unknown, l.storage_rate, l.storage_unknown,
+         {hours} AS hours
   FROM levels l
-  {days}
+  {edges}
+  WHERE {edge} BETWEEN l.first_day AND l.last_day AND (e.k = 0 OR l.end_day <> l.from_day)
 )
-SELECT day, {_GROUP},
-       SUM(cvms * hours) AS existing_hours,
-       SUM(CASE WHEN {running} THEN cvms * hours ELSE 0 END) AS running_hours,
-       CASE WHEN SUM(CASE WHEN {running} AND compute_unknown > 0 THEN 1 ELSE 0 END) = 0
-            THEN {d.money(f"SUM(CASE WHEN {running} THEN hours * compute_rate ELSE 0 END)")}
+SELECT {inside_day} AS day, l.target, l.status, l.region, l.workspace_id, l.instance_type,
+       l.cvms * 24 AS existing_hours,
+       CASE WHEN l.{run} THEN l.cvms * 24 ELSE 0 END AS running_hours,
+       CASE WHEN NOT (l.{run} AND l.compute_unknown > 0)
+            THEN {d.money(f"CASE WHEN l.{run} THEN 24 * l.compute_rate ELSE 0 END")}
        END AS compute_cost_usd,
+       CASE WHEN l.storage_unknown = 0 THEN {d.money("24 * l.storage_rate")}
+       END AS storage_cost_usd
+FROM levels l
+{inside}
+UNION ALL
+SELECT day, {_GROUP},
+       SUM(cvms * hours),
+       SUM(CASE WHEN {run} THEN cvms * hours ELSE 0 END),
+       CASE WHEN SUM(CASE WHEN {run} AND compute_unknown > 0 THEN 1 ELSE 0 END) = 0
+            THEN {d.money(f"SUM(CASE WHEN {run} THEN hours * compute_rate ELSE 0 END)")}
+       END,
        CASE WHEN SUM(CASE WHEN storage_unknown > 0 THEN 1 ELSE 0 END) = 0
             THEN {d.money("SUM(hours * storage_rate)")}
-       END AS storage_cost_usd
-FROM pieces
+       END
+FROM edges
 WHERE hours > 0
 GROUP BY day, {_GROUP}"""
 
