@@ -1,7 +1,7 @@
 """``phala-sync report``: one self-contained HTML page of the fleet, drawn from the BI views.
 
 - :mod:`~sync.report.data`: the figures, SQL aggregates over the views (``fleet_daily``,
-  ``cvm_daily_usage``, ``current_cvms``, ``run_log``), never a row per CVM.
+  ``fleet_daily_usage``, ``current_cvms``, ``run_log``), never a row per CVM.
 - :mod:`~sync.report.charts`: one function per chart, figures in, inline SVG and a table out.
 - :mod:`~sync.report.page`: the HTML page (no script, no request leaves it).
 - :mod:`~sync.report.build`: all three in one read transaction; writes the file.

@@ -70,7 +70,7 @@ def build_report(
                 charts.workspaces_over_time(fleet.workspaces),
                 charts.changes_per_run(data.changes_per_run(conn, window)),
                 charts.age_buckets(data.age_buckets(conn, window)),
-                charts.daily_cost(cost_rows, unpriced_cvm_days=unpriced),
+                charts.daily_cost(cost_rows, unpriced=unpriced),
             )
     return Report(render_page(header, drawn, runs, wide=WIDE), window, drawn)
 

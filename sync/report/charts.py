@@ -452,13 +452,12 @@ def _clip_outliers(ax: Any, values: Sequence[Sequence[int]]) -> None:
 
 
 @_drawn
-def daily_cost(
-    rows: Sequence[tuple[date, str | None, Decimal]], *, unpriced_cvm_days: int
-) -> Chart:
+def daily_cost(rows: Sequence[tuple[date, str | None, Decimal]], *, unpriced: int) -> Chart:
     """Estimated compute cost per day by workspace, from ``(day, workspace, cost_usd)``.
 
-    Only CVM-days with a known price are summed (an unknown price is NULL, never 0);
-    ``unpriced_cvm_days`` says how many were left out, and the note below the chart says so.
+    Only the figures with a known price are summed (an unknown price is NULL, never 0); a figure
+    is one day of one group of ``fleet_daily_usage`` (status, region, workspace, instance type).
+    ``unpriced`` says how many were left out, and the note below the chart says so.
     """
     key, title = "cost-workspace", "Estimated daily compute cost, by workspace"
     days, groups = pivot(rows)
@@ -474,8 +473,9 @@ def daily_cost(
         ),
     )
     left_out = (
-        f" {unpriced_cvm_days} CVM-days without a known price are left out (not counted as 0)."
-        if unpriced_cvm_days
+        f" {unpriced} daily figures of a group with a CVM of unknown price are left out"
+        " (not counted as 0)."
+        if unpriced
         else ""
     )
     if not rows:

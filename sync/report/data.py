@@ -2,7 +2,7 @@
 
 Every function here sends one ``GROUP BY`` (or a handful) to the database and gets back a few rows
 per day, status, region, workspace or run: never a row per CVM. The views are the contract of
-docs/schema.md (``fleet_daily``, ``cvm_daily_usage``, ``current_cvms``, ``run_log``), so what the
+docs/schema.md (``fleet_daily``, ``fleet_daily_usage``, ``current_cvms``, ``run_log``), so what the
 report draws is what a SQL user of the views reads. Days are dates here (the views give a DATE on
 PostgreSQL and ``YYYY-MM-DD`` text on SQLite); money comes back as :class:`~decimal.Decimal`.
 
@@ -244,18 +244,19 @@ def age_buckets(conn: Connection, window: Window) -> list[tuple[str, int]]:
     return [(str(b), int(n)) for b, n in _rows(conn, sql, {"target": window.target})]
 
 
-# ---------------------------------------------------------------------------- cvm_daily_usage
+# -------------------------------------------------------------------------- fleet_daily_usage
 def daily_cost(conn: Connection, window: Window) -> tuple[list[tuple[date, str, Decimal]], int]:
     """Compute cost per day of the costliest workspaces over the window and ``(other)``.
 
-    Sums only the CVM-days with a known price; returns those sums and the count of CVM-days whose
-    price is unknown (NULL cost). One pass over ``cvm_daily_usage``.
+    Sums only the figures with a known price; returns those sums and the count of daily group
+    figures whose price is unknown (NULL cost). One pass over ``fleet_daily_usage`` (the groups'
+    sums; ``cvm_daily_usage``, one row per CVM and day, is for drilling down, not for charts).
     """
     tc = _target_clause(window)
     sql = (
         f"WITH per AS (SELECT day, {_WS} AS ws, SUM(compute_cost_usd) AS cost,"
         " SUM(CASE WHEN compute_cost_usd IS NULL THEN 1 ELSE 0 END) AS unpriced"
-        f" FROM cvm_daily_usage WHERE day BETWEEN :since AND :until{tc} GROUP BY day, {_WS}),"
+        f" FROM fleet_daily_usage WHERE day BETWEEN :since AND :until{tc} GROUP BY day, {_WS}),"
         " top AS (SELECT ws FROM per WHERE cost IS NOT NULL GROUP BY ws"
         f" ORDER BY SUM(cost) DESC, ws LIMIT {TOP_WORKSPACES})"
         f" SELECT day, CASE WHEN ws IN (SELECT ws FROM top) THEN ws ELSE '{OTHER}' END AS w,"

@@ -117,20 +117,20 @@ def test_changes_per_run_needs_two_runs() -> None:
 
 def test_daily_cost_sums_known_prices_and_names_the_unpriced() -> None:
     rows = [(d, w, Decimal("1.50") * (i + 1)) for i, d in enumerate(DAYS) for w in ["a", "b"]]
-    chart = charts.daily_cost(rows, unpriced_cvm_days=3)
+    chart = charts.daily_cost(rows, unpriced=3)
     assert chart.svg is not None
     assert "compute cost (USD per day)" in _texts(chart.svg)
     assert chart.note is not None
-    assert "3 CVM-days without a known price" in chart.note
+    assert "3 daily figures of a group with a CVM of unknown price" in chart.note
     assert chart.table.rows[-1] == (DAYS[-1].isoformat(), "7.50", "7.50", "15.00")
 
 
 def test_no_cost_data_is_said_in_words() -> None:
-    chart = charts.daily_cost([], unpriced_cvm_days=12)
+    chart = charts.daily_cost([], unpriced=12)
     assert chart.svg is None
     assert chart.note is not None
     assert chart.note.startswith("No cost data")
-    assert "12 CVM-days" in chart.note
+    assert "12 daily figures" in chart.note
 
 
 def test_svg_is_stable_for_the_same_figures() -> None:
