@@ -46,7 +46,14 @@ from typing import Protocol, Self, TypeVar
 import httpx
 from pydantic import SecretStr
 
-from sync.api.pages import ENDPOINT_PATHS, Endpoint, Known, Page, parse_app_page, parse_cvm_page
+from sync.api.pages import (
+    ENDPOINT_PATHS,
+    Endpoint,
+    KnownDigests,
+    Page,
+    parse_app_page,
+    parse_cvm_page,
+)
 from sync.api.redaction import ApiKeyAuth, redact_logs, redact_secrets, safe_url
 from sync.api.responses import error_from_response
 from sync.api.retry import RetryPolicy, parse_retry_after
@@ -254,7 +261,7 @@ class PhalaClient:
         finally:
             self._stop_redacting_logs()
 
-    def cvm_pages(self, known: Known | None = None) -> AsyncGenerator[Page[CvmBundle], None]:
+    def cvm_pages(self, known: KnownDigests | None = None) -> AsyncGenerator[Page[CvmBundle], None]:
         """All pages of ``GET /cvms/paginated``, validated, in the order they arrive.
 
         Items whose bytes hash to their entry in ``known`` are not validated (``Page.unchanged``).
@@ -263,7 +270,7 @@ class PhalaClient:
         self._open_listings.add(listing)
         return listing
 
-    def app_pages(self, known: Known | None = None) -> AsyncGenerator[Page[AppBundle], None]:
+    def app_pages(self, known: KnownDigests | None = None) -> AsyncGenerator[Page[AppBundle], None]:
         """All pages of ``GET /apps``, as :meth:`cvm_pages`."""
         listing = self._listing("apps", functools.partial(parse_app_page, known=known))
         self._open_listings.add(listing)

@@ -76,8 +76,9 @@ class Page(Generic[ItemT]):
     unchanged: list[str] = field(default_factory=list)
 
 
-#: Entity key -> source digest of the stored item, for the items a run may skip.
-Known = Mapping[str, bytes]
+#: Entity key -> source digest (:func:`~sync.changes.source_digest`) of the stored item, for the
+#: items a run may skip. (Not :data:`sync.records.Known`, a value a version may not carry.)
+KnownDigests = Mapping[str, bytes]
 
 
 def parse_cvm_page(
@@ -87,7 +88,7 @@ def parse_cvm_page(
     *,
     policy: ValidationPolicy,
     url: str,
-    known: Known | None = None,
+    known: KnownDigests | None = None,
 ) -> Page[CvmBundle]:
     """Validate and normalize one ``GET /cvms/paginated`` response body (see the module doc)."""
     return _parse_page(
@@ -113,7 +114,7 @@ def parse_app_page(
     *,
     policy: ValidationPolicy,
     url: str,
-    known: Known | None = None,
+    known: KnownDigests | None = None,
 ) -> Page[AppBundle]:
     """Validate and normalize one ``GET /apps`` response body (see the module doc)."""
     return _parse_page(
@@ -142,7 +143,7 @@ def _parse_page(
     body: bytes,
     policy: ValidationPolicy,
     url: str,
-    known: Known | None,
+    known: KnownDigests | None,
     *,
     envelope: TypeAdapter[_EnvelopeT],
     contents: Callable[[_EnvelopeT], tuple[list[Any], int]],
@@ -285,7 +286,7 @@ def _parse_items(
     entity_id: Callable[[object], str | None],
     policy: ValidationPolicy,
     url: str,
-    known: Known | None,
+    known: KnownDigests | None,
     dumps: Dumps,
 ) -> tuple[list[ItemT], list[Rejection], list[str]]:
     """Validate and normalize each item; the hot path, so kept to a few calls per item."""
