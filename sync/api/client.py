@@ -283,7 +283,7 @@ class PhalaClient:
         first = await self._fetch_page(endpoint, 1, parse)
         planned_pages = max(1, first.pages)
         # for the debug line at the end
-        pages_fetched, items, quarantined = 1, len(first.items), len(first.quarantined)
+        pages_fetched, items, quarantined = 1, len(first.items), len(first.rejections)
         min_total = max_total = first.total
         fleet_changed = False
         yield first
@@ -313,7 +313,7 @@ class PhalaClient:
                     page = task.result()
                     pages_fetched += 1
                     items += len(page.items)
-                    quarantined += len(page.quarantined)
+                    quarantined += len(page.rejections)
                     min_total = min(min_total, page.total)
                     max_total = max(max_total, page.total)
                     if not fleet_changed and (page.total, page.pages) != (first.total, first.pages):
@@ -407,7 +407,7 @@ class PhalaClient:
             "GET %s: %d items, %d quarantined, %d of %d pages, %.3fs",
             url,
             len(page.items),
-            len(page.quarantined),
+            len(page.rejections),
             page.number,
             page.pages,
             self._clock() - attempt_start,
@@ -441,10 +441,8 @@ class PhalaClient:
         except InvalidItemError as exc:
             raise InvalidItemError(self._redact(str(exc))) from None
         self.parse_seconds += time.perf_counter() - parse_start
-        if page.quarantined:
-            page.quarantined[:] = [
-                replace(q, error=self._redact(q.error)) for q in page.quarantined
-            ]
+        if page.rejections:
+            page.rejections[:] = [replace(q, error=self._redact(q.error)) for q in page.rejections]
         return page
 
     async def _wait_or_give_up(

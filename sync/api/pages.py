@@ -71,7 +71,8 @@ class Page(Generic[ItemT]):
     total: int
     pages: int
     items: list[ItemT] = field(default_factory=list)
-    quarantined: list[Rejection] = field(default_factory=list)
+    #: Invalid items set aside under ``quarantine`` (counted as ``quarantined`` by the listing).
+    rejections: list[Rejection] = field(default_factory=list)
     #: Keys of the items whose bytes equal the stored ones (not validated, nothing to write).
     unchanged: list[str] = field(default_factory=list)
 
@@ -155,7 +156,7 @@ def _parse_page(
     data, dumps = _decode(endpoint, version, page_no, body, url)
     valid = _validate_envelope(endpoint, envelope, version, page_no, data, url)
     raw_items, pages = contents(valid)
-    items, quarantined, unchanged = _parse_items(
+    items, rejections, unchanged = _parse_items(
         endpoint, version, page_no, raw_items, item, normalize, entity_id, policy, url, known, dumps
     )
     return Page(
@@ -166,7 +167,7 @@ def _parse_page(
         total=valid.total,
         pages=pages,
         items=items,
-        quarantined=quarantined,
+        rejections=rejections,
         unchanged=unchanged,
     )
 
@@ -292,7 +293,7 @@ def _parse_items(
     """Validate and normalize each item; the hot path, so kept to a few calls per item."""
     validate = adapter.validate_python
     items: list[ItemT] = []
-    quarantined: list[Rejection] = []
+    rejections: list[Rejection] = []
     unchanged: list[str] = []
     name = version.name
     for index, item in enumerate(raw_items):
@@ -301,7 +302,7 @@ def _parse_items(
         except ValueError as exc:  # NaN or Infinity (orjson's error is a ValueError too)
             raw = json.dumps(item, separators=(",", ":")).encode()
             error = f"cannot keep the item's JSON exactly: {exc}"
-            quarantined.append(_set_aside(endpoint, version, page_no, index, item, entity_id,
+            rejections.append(_set_aside(endpoint, version, page_no, index, item, entity_id,
                                           raw, error, policy, url))  # fmt: skip
             continue
         if known:
@@ -319,10 +320,10 @@ def _parse_items(
             error = f"cannot normalize: {exc}"
         else:
             continue
-        quarantined.append(
+        rejections.append(
             _set_aside(endpoint, version, page_no, index, item, entity_id, raw, error, policy, url)
         )
-    return items, quarantined, unchanged
+    return items, rejections, unchanged
 
 
 def _set_aside(

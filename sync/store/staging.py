@@ -158,7 +158,7 @@ class Stager:
             rows, staged, set_aside = self._cvm_rows(page, pass_no)
         else:
             rows, staged, set_aside = self._app_rows(page, pass_no)
-        self._write(rows, [*page.quarantined, *set_aside], pass_no)
+        self._write(rows, [*page.rejections, *set_aside], pass_no)
         self.seconds += time.perf_counter() - start
         return staged, set_aside
 
