@@ -2,9 +2,11 @@
 
 Column names equal the canonical record fields in ``sync.records`` (the store maps them 1:1).
 Every entity row carries bookkeeping columns: ``first_seen_at``/``last_seen_at``, the run ids,
-``deleted_at`` (NULL while the entity exists), ``observed_hash`` (hash of the last observed
-record and raw payload, so an unchanged item costs no write) and ``raw_json`` (the last payload
-as received, so fields the models do not know are kept).
+``deleted_at`` (NULL while the entity exists), ``observed_hash`` (so an unchanged item costs no
+write: for CVMs and apps the source hash of their raw bytes, version and release,
+``sync.changes.source_hash``; for nodes, workspaces and creators, which are not listed on their
+own, the hash of their canonical fields, ``sync.changes.fields_hash``) and ``raw_json`` (the last
+payload as received, so fields the models do not know are kept).
 
 History tables hold one row per distinct state: ``valid_from`` <= t < ``valid_to`` (NULL for the
 current state; a deleted entity has no open row), with the run that observed it.

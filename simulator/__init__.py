@@ -49,8 +49,8 @@ from simulator.serve import (
     run_simulator_in_thread,
     run_simulator_subprocess,
 )
+from simulator.shapes import DEFAULT_VERSION, SUPPORTED_VERSIONS
 from simulator.transport import SimulatorTransport
-from simulator.versions import DEFAULT_VERSION, SUPPORTED_VERSIONS
 
 __all__ = [
     "DEFAULT_VERSION",

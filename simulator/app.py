@@ -45,7 +45,7 @@ from simulator.faults import STATUS_KINDS, Decision, FaultRule, Faults, FaultSpe
 from simulator.fleet import Fleet
 from simulator.model import JsonDict
 from simulator.paging import PageRequest, PagingError
-from simulator.versions import DEFAULT_VERSION, SUPPORTED_VERSIONS, Shape, shape_of
+from simulator.shapes import DEFAULT_VERSION, SUPPORTED_VERSIONS, Shape, shape_of
 
 API_PREFIX: Final = "/api/v1"
 

@@ -36,7 +36,7 @@ from typing import Any, Final
 
 from simulator.fleet import ItemAlter, ItemPicker
 from simulator.model import App, Cvm, JsonDict
-from simulator.versions import Shape
+from simulator.shapes import Shape
 
 STATUS_KINDS: Final = ("429", "500", "502", "503", "504")
 BODY_KINDS: Final = ("drop", "malformed", "truncated")

@@ -33,7 +33,7 @@ from simulator.generate import (
 )
 from simulator.model import App, Creator, Cvm, JsonDict, Node, Workspace, iso
 from simulator.paging import PageRequest
-from simulator.versions import SHAPES, Shape
+from simulator.shapes import SHAPES, Shape
 
 MAX_FLEET_SIZE: Final = 200_000
 

@@ -30,7 +30,7 @@ from simulator.model import (
     compose_settings,
 )
 from simulator.paging import page_count
-from simulator.versions import Shape
+from simulator.shapes import Shape
 
 
 def derived_hex(salt: int, seq: int, tag: str, nbytes: int) -> str:

@@ -30,17 +30,15 @@ def dumps_fields(fields: Mapping[str, Any]) -> bytes:
     return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)
 
 
-def observed_hash(fields_json: bytes, raw: bytes | None) -> str:
-    """Hash of one observation: its canonical fields and its raw payload.
+def fields_hash(fields_json: bytes) -> str:
+    """Hash of a reference record's canonical fields (:func:`dumps_fields`), as hex text.
 
-    Two sightings with equal hashes need no write at all; a payload that differs only in fields the
-    models do not read still changes the hash, so the stored raw JSON stays the last one seen.
+    What ``observed_hash`` holds for nodes, workspaces and creators: they are not listed on their
+    own but read from the CVMs that carry them, so they have no raw bytes of their own. Two
+    sightings with equal hashes need no write at all. The listed CVMs and apps hold their
+    :func:`source_hash` instead.
     """
-    h = hashlib.blake2b(fields_json, digest_size=_HASH_BYTES)
-    if raw is not None:
-        h.update(b"\x00")
-        h.update(raw)
-    return h.hexdigest()
+    return hashlib.blake2b(fields_json, digest_size=_HASH_BYTES).hexdigest()
 
 
 @functools.cache
@@ -60,7 +58,7 @@ def source_digest(raw: bytes, api_version: str) -> bytes:
 
 
 def source_hash(raw: bytes, api_version: str) -> str:
-    """:func:`source_digest` as the hex text stored in ``observed_hash``."""
+    """:func:`source_digest` as hex text: what ``observed_hash`` holds for listed CVMs and apps."""
     return source_digest(raw, api_version).hex()
 
 

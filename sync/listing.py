@@ -96,7 +96,7 @@ class ListingPass:
             known.pop(key, None)
         self.staged.update(staged)
         self.skipped.update(page.unchanged)
-        for rejection in (*page.quarantined, *set_aside):
+        for rejection in (*page.rejections, *set_aside):
             if rejection.entity_id is None:
                 self.unkeyed += 1
             else:
@@ -105,7 +105,7 @@ class ListingPass:
         self.planned = max(self.planned, page.pages)
         self.pages += 1
         self.items += len(page.items) + len(page.unchanged)
-        self.quarantined += len(page.quarantined) + len(set_aside)
+        self.quarantined += len(page.rejections) + len(set_aside)
         self.unstorable += len(set_aside)
 
     @property

@@ -23,11 +23,12 @@ from sqlalchemy import Engine, func, select
 from models import QuarantinedItem, table_of
 from sync import clock
 from sync.api.client import PhalaClient
+from sync.api.pages import Rejection
 from sync.errors import TooManyInvalidItemsError, UnstorableItemError
 from sync.listing import ListingResult, OnPage, read_listing
 from sync.records import EntityType
 from sync.settings import Settings
-from sync.store.apply import EntityCounts, RefusedItem, apply_staged, quarantine_refused
+from sync.store.apply import EntityCounts, apply_staged, quarantine_refused
 from sync.store.ledger import close_abandoned, fail_run, finish_run, require_running, start_run
 from sync.store.lock import run_lock
 from sync.store.migrate import ensure_schema
@@ -230,16 +231,19 @@ def _ledger_values(
     return values
 
 
-def _check_refused(settings: Settings, fetch: FetchResult, refused: list[RefusedItem]) -> None:
-    """Fail the run (nothing applied) if the refused items break the validation policy."""
+def _check_refused(settings: Settings, fetch: FetchResult, refused: list[Rejection]) -> None:
+    """Fail the run (nothing applied) if the refused items break the validation policy.
+
+    A refused item's error names it (``cvm <id>: the database refused it: ...``).
+    """
     if not refused:
         return
     first = refused[0]
     if settings.validation_policy == "strict":
         raise UnstorableItemError(
-            f"the database refused {len(refused)} item(s), e.g. {first.entity_type} "
-            f"{first.entity_id}: {first.error}. The strict policy fails the run; the quarantine "
-            "policy would set such items aside in quarantined_items and store the rest"
+            f"the database refused {len(refused)} item(s), e.g. {first.error}. The strict "
+            "policy fails the run; the quarantine policy would set such items aside in "
+            "quarantined_items and store the rest"
         )
     invalid = fetch.quarantined + len(refused)
     considered = fetch.considered
@@ -247,10 +251,10 @@ def _check_refused(settings: Settings, fetch: FetchResult, refused: list[Refused
         raise UnstorableItemError(
             f"{invalid} of {considered} items were invalid or refused by the database "
             f"({invalid / considered:.1%} > the allowed {settings.max_invalid_share:.1%}), e.g. "
-            f"{first.entity_type} {first.entity_id}: {first.error}"
+            f"{first.error}"
         )
     for item in refused:
-        log.warning("quarantined %s %s: %s", item.entity_type, item.entity_id, item.error)
+        log.warning("quarantined %s", item.error)
 
 
 def apply_run(

@@ -46,7 +46,14 @@ from typing import Protocol, Self, TypeVar
 import httpx
 from pydantic import SecretStr
 
-from sync.api.pages import ENDPOINT_PATHS, Endpoint, Known, Page, parse_app_page, parse_cvm_page
+from sync.api.pages import (
+    ENDPOINT_PATHS,
+    Endpoint,
+    KnownDigests,
+    Page,
+    parse_app_page,
+    parse_cvm_page,
+)
 from sync.api.redaction import ApiKeyAuth, redact_logs, redact_secrets, safe_url
 from sync.api.responses import error_from_response
 from sync.api.retry import RetryPolicy, parse_retry_after
@@ -254,7 +261,7 @@ class PhalaClient:
         finally:
             self._stop_redacting_logs()
 
-    def cvm_pages(self, known: Known | None = None) -> AsyncGenerator[Page[CvmBundle], None]:
+    def cvm_pages(self, known: KnownDigests | None = None) -> AsyncGenerator[Page[CvmBundle], None]:
         """All pages of ``GET /cvms/paginated``, validated, in the order they arrive.
 
         Items whose bytes hash to their entry in ``known`` are not validated (``Page.unchanged``).
@@ -263,7 +270,7 @@ class PhalaClient:
         self._open_listings.add(listing)
         return listing
 
-    def app_pages(self, known: Known | None = None) -> AsyncGenerator[Page[AppBundle], None]:
+    def app_pages(self, known: KnownDigests | None = None) -> AsyncGenerator[Page[AppBundle], None]:
         """All pages of ``GET /apps``, as :meth:`cvm_pages`."""
         listing = self._listing("apps", functools.partial(parse_app_page, known=known))
         self._open_listings.add(listing)
@@ -276,7 +283,7 @@ class PhalaClient:
         first = await self._fetch_page(endpoint, 1, parse)
         planned_pages = max(1, first.pages)
         # for the debug line at the end
-        pages_fetched, items, quarantined = 1, len(first.items), len(first.quarantined)
+        pages_fetched, items, quarantined = 1, len(first.items), len(first.rejections)
         min_total = max_total = first.total
         fleet_changed = False
         yield first
@@ -306,7 +313,7 @@ class PhalaClient:
                     page = task.result()
                     pages_fetched += 1
                     items += len(page.items)
-                    quarantined += len(page.quarantined)
+                    quarantined += len(page.rejections)
                     min_total = min(min_total, page.total)
                     max_total = max(max_total, page.total)
                     if not fleet_changed and (page.total, page.pages) != (first.total, first.pages):
@@ -400,7 +407,7 @@ class PhalaClient:
             "GET %s: %d items, %d quarantined, %d of %d pages, %.3fs",
             url,
             len(page.items),
-            len(page.quarantined),
+            len(page.rejections),
             page.number,
             page.pages,
             self._clock() - attempt_start,
@@ -434,10 +441,8 @@ class PhalaClient:
         except InvalidItemError as exc:
             raise InvalidItemError(self._redact(str(exc))) from None
         self.parse_seconds += time.perf_counter() - parse_start
-        if page.quarantined:
-            page.quarantined[:] = [
-                replace(q, error=self._redact(q.error)) for q in page.quarantined
-            ]
+        if page.rejections:
+            page.rejections[:] = [replace(q, error=self._redact(q.error)) for q in page.rejections]
         return page
 
     async def _wait_or_give_up(

@@ -71,13 +71,15 @@ class Page(Generic[ItemT]):
     total: int
     pages: int
     items: list[ItemT] = field(default_factory=list)
-    quarantined: list[Rejection] = field(default_factory=list)
+    #: Invalid items set aside under ``quarantine`` (counted as ``quarantined`` by the listing).
+    rejections: list[Rejection] = field(default_factory=list)
     #: Keys of the items whose bytes equal the stored ones (not validated, nothing to write).
     unchanged: list[str] = field(default_factory=list)
 
 
-#: Entity key -> source digest of the stored item, for the items a run may skip.
-Known = Mapping[str, bytes]
+#: Entity key -> source digest (:func:`~sync.changes.source_digest`) of the stored item, for the
+#: items a run may skip. (Not :data:`sync.records.Known`, a value a version may not carry.)
+KnownDigests = Mapping[str, bytes]
 
 
 def parse_cvm_page(
@@ -87,16 +89,12 @@ def parse_cvm_page(
     *,
     policy: ValidationPolicy,
     url: str,
-    known: Known | None = None,
+    known: KnownDigests | None = None,
 ) -> Page[CvmBundle]:
     """Validate and normalize one ``GET /cvms/paginated`` response body (see the module doc)."""
     return _parse_page(
-        "cvms",
-        version,
-        page_no,
+        PageContext("cvms", version, page_no, url, policy),
         body,
-        policy,
-        url,
         known,
         envelope=version.cvm_envelope,
         contents=lambda envelope: (envelope.items, envelope.pages),
@@ -113,16 +111,12 @@ def parse_app_page(
     *,
     policy: ValidationPolicy,
     url: str,
-    known: Known | None = None,
+    known: KnownDigests | None = None,
 ) -> Page[AppBundle]:
     """Validate and normalize one ``GET /apps`` response body (see the module doc)."""
     return _parse_page(
-        "apps",
-        version,
-        page_no,
+        PageContext("apps", version, page_no, url, policy),
         body,
-        policy,
-        url,
         known,
         envelope=version.app_envelope,
         contents=lambda envelope: (envelope.dstack_apps, envelope.total_pages),
@@ -135,14 +129,30 @@ def parse_app_page(
 _EnvelopeT = TypeVar("_EnvelopeT", CvmPageEnvelope, AppPageEnvelope)
 
 
+@dataclass(frozen=True, slots=True)
+class PageContext:
+    """The page being parsed: where it came from, and the policy its invalid items meet.
+
+    One value for what every message and :class:`Rejection` of the page names.
+    """
+
+    endpoint: Endpoint
+    version: ApiVersion
+    number: int
+    url: str
+    policy: ValidationPolicy
+
+    @property
+    def where(self) -> str:
+        """The request, for messages: version, endpoint and page number."""
+        path = ENDPOINT_PATHS[self.endpoint]
+        return f"X-Phala-Version {self.version.name}, GET {path} page {self.number}"
+
+
 def _parse_page(
-    endpoint: Endpoint,
-    version: ApiVersion,
-    page_no: int,
+    ctx: PageContext,
     body: bytes,
-    policy: ValidationPolicy,
-    url: str,
-    known: Known | None,
+    known: KnownDigests | None,
     *,
     envelope: TypeAdapter[_EnvelopeT],
     contents: Callable[[_EnvelopeT], tuple[list[Any], int]],
@@ -150,22 +160,22 @@ def _parse_page(
     normalize: Callable[[Any, bytes], ItemT],
     entity_id: Callable[[object], str | None],
 ) -> Page[ItemT]:
-    """One page of ``endpoint``: ``contents`` gives a valid envelope's raw items and page count."""
-    data, dumps = _decode(endpoint, version, page_no, body, url)
-    valid = _validate_envelope(endpoint, envelope, version, page_no, data, url)
+    """One page: ``contents`` gives a valid envelope's raw items and page count."""
+    data, dumps = _decode(ctx, body)
+    valid = _validate_envelope(ctx, envelope, data)
     raw_items, pages = contents(valid)
-    items, quarantined, unchanged = _parse_items(
-        endpoint, version, page_no, raw_items, item, normalize, entity_id, policy, url, known, dumps
+    items, rejections, unchanged = _parse_items(
+        ctx, raw_items, item, normalize, entity_id, known, dumps
     )
     return Page(
-        endpoint=endpoint,
-        version=version.name,
-        number=page_no,
+        endpoint=ctx.endpoint,
+        version=ctx.version.name,
+        number=ctx.number,
         page_size=valid.page_size,
         total=valid.total,
         pages=pages,
         items=items,
-        quarantined=quarantined,
+        rejections=rejections,
         unchanged=unchanged,
     )
 
@@ -181,10 +191,6 @@ _ITEM_ADVICE: Final = (
 )
 #: Validation errors spelled out per item; more are counted, not listed.
 _MAX_ERRORS: Final = 3
-
-
-def _where(endpoint: Endpoint, version: ApiVersion, page_no: int) -> str:
-    return f"X-Phala-Version {version.name}, GET {ENDPOINT_PATHS[endpoint]} page {page_no}"
 
 
 #: Maps every ASCII digit to ``0`` and every other byte to a space (see :func:`has_long_integer`).
@@ -234,9 +240,7 @@ def exact_dumps(item: Any) -> bytes:
         return json.dumps(item, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _decode(
-    endpoint: Endpoint, version: ApiVersion, page_no: int, body: bytes, url: str
-) -> tuple[Any, Dumps]:
+def _decode(ctx: PageContext, body: bytes) -> tuple[Any, Dumps]:
     """The decoded body and the encoder that gives its items' raw bytes back without loss.
 
     orjson is fast but turns integers beyond 64 bits into floats and refuses lone surrogates and
@@ -252,56 +256,44 @@ def _decode(
         return json.loads(body), exact_dumps
     except (ValueError, RecursionError) as exc:
         raise InvalidEnvelopeError(
-            f"{_where(endpoint, version, page_no)}: the response body is not JSON ({exc}; "
-            f"it starts with {body[:60]!r}). URL: {url}. {_ENVELOPE_ADVICE}"
+            f"{ctx.where}: the response body is not JSON ({exc}; "
+            f"it starts with {body[:60]!r}). URL: {ctx.url}. {_ENVELOPE_ADVICE}"
         ) from None
 
 
-def _validate_envelope(
-    endpoint: Endpoint,
-    adapter: TypeAdapter[_EnvelopeT],
-    version: ApiVersion,
-    page_no: int,
-    data: Any,
-    url: str,
-) -> _EnvelopeT:
+def _validate_envelope(ctx: PageContext, adapter: TypeAdapter[_EnvelopeT], data: Any) -> _EnvelopeT:
     try:
         return adapter.validate_python(data)
     except ValidationError as exc:
         raise InvalidEnvelopeError(
-            f"{_where(endpoint, version, page_no)}: invalid page envelope: "
+            f"{ctx.where}: invalid page envelope: "
             f"{describe_errors(exc, root='(the whole body)')}. "
-            f"URL: {url}. {_ENVELOPE_ADVICE}"
+            f"URL: {ctx.url}. {_ENVELOPE_ADVICE}"
         ) from None
 
 
 def _parse_items(
-    endpoint: Endpoint,
-    version: ApiVersion,
-    page_no: int,
+    ctx: PageContext,
     raw_items: list[Any],
     adapter: TypeAdapter[Any],
     normalize: Callable[[Any, bytes], ItemT],
     entity_id: Callable[[object], str | None],
-    policy: ValidationPolicy,
-    url: str,
-    known: Known | None,
+    known: KnownDigests | None,
     dumps: Dumps,
 ) -> tuple[list[ItemT], list[Rejection], list[str]]:
     """Validate and normalize each item; the hot path, so kept to a few calls per item."""
     validate = adapter.validate_python
     items: list[ItemT] = []
-    quarantined: list[Rejection] = []
+    rejections: list[Rejection] = []
     unchanged: list[str] = []
-    name = version.name
+    name = ctx.version.name
     for index, item in enumerate(raw_items):
         try:
             raw = dumps(item)
         except ValueError as exc:  # NaN or Infinity (orjson's error is a ValueError too)
             raw = json.dumps(item, separators=(",", ":")).encode()
             error = f"cannot keep the item's JSON exactly: {exc}"
-            quarantined.append(_set_aside(endpoint, version, page_no, index, item, entity_id,
-                                          raw, error, policy, url))  # fmt: skip
+            rejections.append(_set_aside(ctx, index, entity_id(item), raw, error))
             continue
         if known:
             key = entity_id(item)
@@ -318,33 +310,18 @@ def _parse_items(
             error = f"cannot normalize: {exc}"
         else:
             continue
-        quarantined.append(
-            _set_aside(endpoint, version, page_no, index, item, entity_id, raw, error, policy, url)
-        )
-    return items, quarantined, unchanged
+        rejections.append(_set_aside(ctx, index, entity_id(item), raw, error))
+    return items, rejections, unchanged
 
 
-def _set_aside(
-    endpoint: Endpoint,
-    version: ApiVersion,
-    page_no: int,
-    index: int,
-    item: Any,
-    entity_id: Callable[[object], str | None],
-    raw: bytes,
-    error: str,
-    policy: ValidationPolicy,
-    url: str,
-) -> Rejection:
+def _set_aside(ctx: PageContext, index: int, key: str | None, raw: bytes, error: str) -> Rejection:
     """An invalid item: quarantined, or under ``strict`` the error that fails the run."""
-    key = entity_id(item)
-    if policy == "strict":
-        label = f" ({_ENTITY_LABELS[endpoint]} {key})" if key is not None else ""
+    if ctx.policy == "strict":
+        label = f" ({_ENTITY_LABELS[ctx.endpoint]} {key})" if key is not None else ""
         raise InvalidItemError(
-            f"{_where(endpoint, version, page_no)}, item {index}{label} is invalid: {error}. "
-            f"URL: {url}. {_ITEM_ADVICE}"
+            f"{ctx.where}, item {index}{label} is invalid: {error}. URL: {ctx.url}. {_ITEM_ADVICE}"
         )
-    return Rejection(endpoint, page_no, index, key, raw, error)
+    return Rejection(ctx.endpoint, ctx.number, index, key, raw, error)
 
 
 def describe_errors(exc: ValidationError, *, root: str = "(the whole item)") -> str:

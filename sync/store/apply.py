@@ -110,19 +110,10 @@ class Applied:
     """What an apply wrote (counts per entity type) and what the database refused."""
 
     counts: dict[EntityType, EntityCounts]
-    refused: list[RefusedItem]
+    #: Staged items whose values the database would not store (see :func:`_refusal`).
+    refused: list[Rejection]
     #: Seconds spent bringing ``fleet_levels`` up to date (part of the apply).
     levels_seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class RefusedItem:
-    """A staged item whose values the database would not store, set aside with its reason."""
-
-    entity_type: EntityType
-    entity_id: str
-    raw_json: str  # the item as received (a reference: its fields as observed)
-    error: str
 
 
 #: Errors caused by the values of the rows being written (a NUL in a PostgreSQL text column, a
@@ -145,6 +136,24 @@ def _reason(exc: BaseException) -> str:
     return f"the database refused it: {first}"
 
 
+def _refusal(
+    entity_type: EntityType, entity_id: str, raw_json: str, exc: BaseException
+) -> Rejection:
+    """A staged item the database would not store, set aside with its reason.
+
+    No page and no index: it failed after the fetch. ``raw_json`` is the item as received (a
+    reference: its fields as observed); the error names the entity, as messages quote it.
+    """
+    return Rejection(
+        SOURCE_ENDPOINT[entity_type],
+        None,
+        None,
+        entity_id,
+        raw_json.encode(),
+        f"{entity_type} {entity_id}: {_reason(exc)}",
+    )
+
+
 class _EntityApplier:
     def __init__(
         self, conn: Connection, spec: EntitySpec, run_id: int, target: str, now: datetime
@@ -155,7 +164,7 @@ class _EntityApplier:
         self.target = target
         self.now = now
         self.counts = EntityCounts()
-        self.refused: list[RefusedItem] = []
+        self.refused: list[Rejection] = []
         t = spec.table
         self._key_param = "b_key"
         # executemany UPDATEs: the SET clause comes from the keys of the parameter dicts.
@@ -228,7 +237,7 @@ class _EntityApplier:
         """Write these staged rows; rows the database refuses are found by halving, set aside.
 
         Each attempt runs in a savepoint, so a refused batch leaves nothing behind; a batch of one
-        that is refused becomes a :class:`RefusedItem` and the rest of the run goes on.
+        that is refused becomes a :class:`Rejection` and the rest of the run goes on.
         """
         spec = self.spec
         batch = _Batch()
@@ -252,7 +261,7 @@ class _EntityApplier:
             if len(rows) == 1:
                 r = rows[0]
                 raw = r.raw_json if r.raw_json is not None else r.fields_json
-                self.refused.append(RefusedItem(spec.entity_type, r.entity_id, raw, _reason(exc)))
+                self.refused.append(_refusal(spec.entity_type, r.entity_id, raw, exc))
                 return
             half = len(rows) // 2
             self._apply_rows(rows[:half], current)
@@ -393,7 +402,7 @@ class _EntityApplier:
         Refused items leave staging first: their membership must not record a hash that was
         never stored, or the next run would skip them.
         """
-        refused = [item.entity_id for item in self.refused]
+        refused = [item.entity_id for item in self.refused if item.entity_id is not None]
         for start in range(0, len(refused), CHUNK):
             self.conn.execute(
                 delete(_STAGING).where(
@@ -627,31 +636,15 @@ SOURCE_ENDPOINT: dict[EntityType, Endpoint] = {
 }
 
 
-def quarantine_refused(conn: Connection, run_id: int, refused: Sequence[RefusedItem]) -> None:
+def quarantine_refused(conn: Connection, run_id: int, refused: Sequence[Rejection]) -> None:
     """Record refused items in ``quarantined_items`` (no page: they failed after the fetch)."""
-    insert_quarantined(
-        conn,
-        run_id,
-        1,
-        [
-            Rejection(
-                SOURCE_ENDPOINT[item.entity_type],
-                None,
-                None,
-                item.entity_id,
-                item.raw_json.encode(),
-                f"{item.entity_type} {item.entity_id}: {item.error}",
-            )
-            for item in refused
-        ],
-    )
+    insert_quarantined(conn, run_id, 1, refused)
 
 
 __all__ = [
     "CHUNK",
     "Applied",
     "EntityCounts",
-    "RefusedItem",
     "apply_staged",
     "dedupe_staging",
     "quarantine_refused",

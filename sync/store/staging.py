@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, delete, insert
 from models import QuarantinedItem, StagedRecord, table_of
 from sync import clock
 from sync.api.pages import Page, Rejection
-from sync.changes import dumps_fields, observed_hash, source_hash
+from sync.changes import dumps_fields, fields_hash, source_hash
 from sync.records import AppBundle, CvmBundle, EntityType, Record
 from sync.store.bulk import copy_rows
 from sync.store.membership import live_hashes
@@ -44,38 +44,43 @@ _COLUMNS = (
 StagedRow = tuple[int, str, str, int, str, str | None, str | None]
 
 
-def staged_row(
+def listed_row(
     run_id: int,
     pass_no: int,
     record: Record,
-    raw: bytes | None,
+    raw: bytes,
+    api_version: str,
     extra: dict[str, Any] | None = None,
-    *,
-    api_version: str | None = None,
 ) -> StagedRow:
-    """The staging row of one record: canonical fields as JSON plus the observation hash.
+    """The staging row of a listed CVM or app: its ``observed_hash`` is the item's source hash.
 
-    A listed record (with its raw item and version) is hashed by its source bytes, which determine
-    its fields; a reference record by its canonical fields.
+    The raw bytes, under the version and release, determine the fields
+    (:func:`sync.changes.source_hash`), and the next run compares them before validating.
     """
+    fields_json = _fields_json(record, extra)
+    digest = source_hash(raw, api_version)
+    return (
+        run_id, record.entity_type, record.key, pass_no, digest, fields_json.decode(), raw.decode()
+    )  # fmt: skip
+
+
+def reference_row(run_id: int, pass_no: int, record: Record) -> StagedRow:
+    """The staging row of a node, workspace or creator: its ``observed_hash`` hashes its fields.
+
+    A reference has no raw bytes of its own (:func:`sync.changes.fields_hash`).
+    """
+    fields_json = _fields_json(record, None)
+    digest = fields_hash(fields_json)
+    return (run_id, record.entity_type, record.key, pass_no, digest, fields_json.decode(), None)
+
+
+def _fields_json(record: Record, extra: dict[str, Any] | None) -> bytes:
+    """The record's canonical fields without its key, plus ``extra`` pseudo-fields."""
     fields = record.known_fields()
     del fields[record.key_field]
     if extra:
         fields.update(extra)
-    fields_json = dumps_fields(fields)
-    if raw is not None and api_version is not None:
-        digest = source_hash(raw, api_version)
-    else:
-        digest = observed_hash(fields_json, raw)
-    return (
-        run_id,
-        record.entity_type,
-        record.key,
-        pass_no,
-        digest,
-        fields_json.decode(),
-        raw.decode() if raw is not None else None,
-    )
+    return dumps_fields(fields)
 
 
 def _unstorable(page: Page[Any], key: str, raw: bytes, exc: TypeError) -> Rejection:
@@ -158,7 +163,7 @@ class Stager:
             rows, staged, set_aside = self._cvm_rows(page, pass_no)
         else:
             rows, staged, set_aside = self._app_rows(page, pass_no)
-        self._write(rows, [*page.quarantined, *set_aside], pass_no)
+        self._write(rows, [*page.rejections, *set_aside], pass_no)
         self.seconds += time.perf_counter() - start
         return staged, set_aside
 
@@ -172,9 +177,9 @@ class Stager:
         set_aside: list[Rejection] = []
         for b in page.items:
             try:
-                row = staged_row(run_id, pass_no, b.cvm, b.raw, api_version=version)
+                row = listed_row(run_id, pass_no, b.cvm, b.raw, version)
                 new_refs = [
-                    (ref, staged_row(run_id, pass_no, ref, None))
+                    (ref, reference_row(run_id, pass_no, ref))
                     for ref in (b.node, b.workspace, b.creator)
                     if ref is not None and refs.get((ref.entity_type, ref.key)) != ref
                 ]
@@ -200,7 +205,7 @@ class Stager:
             members = b.member_vm_uuids
             extra = {APP_MEMBERS: list(members)} if isinstance(members, tuple) else None
             try:
-                row = staged_row(run_id, pass_no, b.app, b.raw, extra, api_version=version)
+                row = listed_row(run_id, pass_no, b.app, b.raw, version, extra)
             except TypeError as exc:
                 set_aside.append(_unstorable(page, b.app.key, b.raw, exc))
                 continue

@@ -6,7 +6,7 @@ their list items have the same shape. What the modules share lives in :mod:`sync
 no version module imports another.
 
 This registry is the one list of versions: the settings validator, the client and the simulator
-(:mod:`simulator.versions`, which renders each version in its module's ``SHAPE``) all ask it.
+(:mod:`simulator.shapes`, which renders each version in its module's ``SHAPE``) all ask it.
 Adding a version whose list items have an existing shape is a line in ``_REGISTRY``; a new shape
 is also a module that satisfies :class:`VersionModule` (and a renderer in the simulator).
 """

@@ -17,7 +17,7 @@ from referencing.jsonschema import DRAFT202012
 from starlette.applications import Starlette
 
 from simulator import Fleet, SimulatorTransport, create_app
-from simulator.versions import shape_of
+from simulator.shapes import shape_of
 from sync.versions import KNOWN_VERSIONS
 
 API_KEY = "phak_simulator_test_key"

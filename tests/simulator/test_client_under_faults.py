@@ -42,7 +42,7 @@ CLIENT_TIMEOUT = 1.0
 @dataclass
 class Listing:
     keys: list[str] = field(default_factory=list)
-    quarantined: list[Any] = field(default_factory=list)
+    rejections: list[Any] = field(default_factory=list)
     raws: list[bytes] = field(default_factory=list)
     seen: PagesSeen = field(default_factory=PagesSeen)
 
@@ -62,7 +62,7 @@ async def _list(base_url: str, version: str, policy: str, api_key: str) -> Listi
         async for page in client.cvm_pages():
             out.keys += [normalize_vm_uuid(b.cvm.vm_uuid) for b in page.items]
             out.raws += [b.raw for b in page.items]
-            out.quarantined += page.quarantined
+            out.rejections += page.rejections
             out.seen.add(page)
     return out
 
@@ -92,7 +92,7 @@ def sim(server: SimulatorServer) -> Iterator[SimulatorServer]:
 def assert_exactly_the_fleet(listing: Listing, server: SimulatorServer) -> None:
     assert len(listing.keys) == len(set(listing.keys)) == FLEET_SIZE
     assert set(listing.keys) == set(server.fleet.vm_uuids())
-    assert listing.quarantined == []
+    assert listing.rejections == []
 
 
 #: Faults a client must ride out. Each listing combines several, on different pages, to keep the
@@ -139,12 +139,12 @@ def test_the_client_gets_exactly_the_fleet(
 def test_drifted_items_are_quarantined(sim: SimulatorServer, what: str) -> None:
     sim.simulator.faults.set([f"drift:what={what},share=0.02"], seed=5)
     listing = list_cvms(sim, policy="quarantine")
-    assert 100 <= len(listing.quarantined) <= 300
-    quarantined = {q.entity_id for q in listing.quarantined}
+    assert 100 <= len(listing.rejections) <= 300
+    quarantined = {q.entity_id for q in listing.rejections}
     assert None not in quarantined
     assert not quarantined & set(listing.keys)
     assert set(listing.keys) | quarantined == set(sim.fleet.vm_uuids())
-    assert len(listing.keys) + len(listing.quarantined) == FLEET_SIZE
+    assert len(listing.keys) + len(listing.rejections) == FLEET_SIZE
 
 
 @pytest.mark.parametrize("what", ["missing", "wrong_type"])
@@ -159,7 +159,7 @@ def test_a_new_enum_value_is_quarantined_or_kept(sim: SimulatorServer) -> None:
     """``kms_type: "solana"``: a client may reject it (schema drift) or keep it; never lose it."""
     sim.simulator.faults.set(["drift:what=enum,share=0.02"], seed=5)
     listing = list_cvms(sim, policy="quarantine")
-    quarantined = {q.entity_id for q in listing.quarantined}
+    quarantined = {q.entity_id for q in listing.rejections}
     assert set(listing.keys) | quarantined == set(sim.fleet.vm_uuids())
     assert len(listing.keys) + len(quarantined) == FLEET_SIZE
 

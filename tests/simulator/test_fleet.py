@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from simulator import Fleet
-from simulator.versions import shape_of
+from simulator.shapes import shape_of
 from sync.records import AppRecord, CreatorRecord, CvmRecord, NodeRecord, WorkspaceRecord
 
 from .conftest import VERSIONS, Caller

@@ -47,7 +47,7 @@ class PagesSeen:
         self.listed.note(page, keys, [])
         self.numbers.append(page.number)
         self.items += len(page.items)
-        self.quarantined += len(page.quarantined)
+        self.quarantined += len(page.rejections)
         self.announced[page.number] = (page.total, page.pages)
 
     @property

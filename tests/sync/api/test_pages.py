@@ -64,7 +64,7 @@ def test_a_golden_cvm_page_parses_with_raw_items_kept(version: str) -> None:
     assert isinstance(page, Page)
     assert (page.endpoint, page.version, page.number) == ("cvms", version, 1)
     assert (page.total, page.page_size, page.pages) == (5, 100, 1)
-    assert page.quarantined == []
+    assert page.rejections == []
     assert [orjson.loads(b.raw) for b in page.items] == items  # unknown fields included
     assert orjson.loads(page.items[4].raw)["updated_at"] == "2026-03-01T10:00:00Z"
 
@@ -84,11 +84,11 @@ def test_a_golden_app_page_parses_with_raw_items_kept(version: str) -> None:
 def test_an_empty_page_with_zero_pages_is_valid(version: str, policy: Any) -> None:
     api = get_version(version)
     cvms = parse_cvm_page(api, 1, cvm_body([], total=0, page=1, pages=0), policy=policy, url=URL)
-    assert (cvms.items, cvms.quarantined, cvms.total, cvms.pages) == ([], [], 0, 0)
+    assert (cvms.items, cvms.rejections, cvms.total, cvms.pages) == ([], [], 0, 0)
     apps = parse_app_page(
         api, 1, app_body([], total=0, page=1, total_pages=0), policy=policy, url=APPS_URL
     )
-    assert (apps.items, apps.quarantined, apps.total, apps.pages) == ([], [], 0, 0)
+    assert (apps.items, apps.rejections, apps.total, apps.pages) == ([], [], 0, 0)
 
 
 def test_unknown_envelope_fields_are_accepted() -> None:
@@ -190,7 +190,7 @@ def test_quarantine_sets_the_invalid_item_aside_and_keeps_the_rest(version: str)
     items, invalid = _with_invalid_second_item(version)
     page = parse_cvm_page(get_version(version), 3, cvm_body(items), policy="quarantine", url=URL)
     assert [b.cvm.name for b in page.items] == ["web-frontend", "batch-worker"]
-    [held] = page.quarantined
+    [held] = page.rejections
     assert isinstance(held, Rejection)
     assert (held.endpoint, held.page, held.index) == ("cvms", 3, 1)
     assert held.entity_id == "6b1e4d7a2c9f4a3b8e5d0f1a2b3c4d5e"
@@ -202,7 +202,7 @@ def test_quarantine_sets_the_invalid_item_aside_and_keeps_the_rest(version: str)
 @pytest.mark.parametrize("item", [42, "cvm", None, [], {}])
 def test_an_item_that_is_not_even_an_object_is_quarantined_without_a_key(item: Any) -> None:
     page = parse_cvm_page(get_version(CURRENT), 3, cvm_body([item]), policy="quarantine", url=URL)
-    [held] = page.quarantined
+    [held] = page.rejections
     assert held.entity_id is None
     assert held.raw == orjson.dumps(item)
     assert page.items == []
@@ -212,7 +212,7 @@ def test_the_error_lists_a_few_fields_and_counts_the_rest() -> None:
     page = parse_cvm_page(
         get_version(CURRENT), 3, cvm_body([{"vm_uuid": "AB-CD"}]), policy="quarantine", url=URL
     )
-    [held] = page.quarantined
+    [held] = page.rejections
     assert held.entity_id == "abcd"
     assert held.error == (
         "id: Field required; name: Field required; resource: Field required; and 2 more errors"
@@ -223,8 +223,8 @@ def test_an_item_that_cannot_be_normalized_is_set_aside_too() -> None:
     items = copy.deepcopy(golden_items("cvms", CURRENT)[:2])
     items[0]["resource"]["memory_in_gb"] = 1.7e308  # a number, but not as MB
     page = parse_cvm_page(get_version(CURRENT), 3, cvm_body(items), policy="quarantine", url=URL)
-    assert [h.index for h in page.quarantined] == [0]
-    assert page.quarantined[0].error.startswith("cannot normalize")
+    assert [h.index for h in page.rejections] == [0]
+    assert page.rejections[0].error.startswith("cannot normalize")
     with pytest.raises(InvalidItemError, match=r"item 0 .*cannot normalize"):
         parse_cvm_page(get_version(CURRENT), 3, cvm_body(items), policy="strict", url=URL)
 
@@ -251,7 +251,7 @@ def test_quarantined_apps_keep_their_app_id() -> None:
     apps = copy.deepcopy(golden_items("apps", LEGACY))
     apps[2]["name"] = "ghost"  # a minimal app with a name is neither variant
     page = parse_app_page(get_version(LEGACY), 3, app_body(apps), policy="quarantine", url=APPS_URL)
-    [held] = page.quarantined
+    [held] = page.rejections
     assert (held.endpoint, held.index, held.entity_id) == ("apps", 2, apps[2]["app_id"])
     assert "DstackAppMinimalResponse.name" in held.error
     assert len(page.items) == 2

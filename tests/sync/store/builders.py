@@ -123,12 +123,12 @@ def app(app_id: str, members: tuple[str, ...] | None) -> AppBundle:
 
 
 def cvm_page(items: list[CvmBundle], *, number: int = 1, total: int | None = None,
-             quarantined: list[Rejection] | None = None) -> Page[CvmBundle]:  # fmt: skip
-    n = len(items) + len(quarantined or [])
+             rejections: list[Rejection] | None = None) -> Page[CvmBundle]:  # fmt: skip
+    n = len(items) + len(rejections or [])
     return Page(
         endpoint="cvms", version="2026-01-21", number=number, page_size=100,
         total=n if total is None else total, pages=1, items=items,
-        quarantined=quarantined or [],
+        rejections=rejections or [],
     )  # fmt: skip
 
 
@@ -150,7 +150,7 @@ def run_with(
     apps: list[AppBundle] | None = None,
     target: str = "default",
     complete: bool = True,
-    quarantined: list[Rejection] | None = None,
+    rejections: list[Rejection] | None = None,
     lock_timeout: float = 0.0,
 ) -> RunSummary:
     """One run whose fetch stage is replaced by staging the given bundles directly."""
@@ -164,7 +164,7 @@ def run_with(
             total=len(app_items), pages=1, items=app_items,
         )  # fmt: skip
         gone: list[tuple[str, ...]] = []
-        for page in (cvm_page(cvms, quarantined=quarantined), app_page):
+        for page in (cvm_page(cvms, rejections=rejections), app_page):
             # Every item is staged (none is skipped here); the passes tell the deletions.
             listed = ListingPass(page.endpoint, 1, known=stager.load_known(LISTED[page.endpoint]))
             listed.note(page, *stager.stage(page, 1))

@@ -167,7 +167,7 @@ def test_quarantined_item_with_an_id_is_not_deleted(engine: Engine) -> None:
     held = Rejection(
         endpoint="cvms", page=1, index=2, entity_id=f"{2:032x}", raw=b"{}", error="bad"
     )
-    summary = run_with(engine, [bundle(cvm(i)) for i in range(2)], quarantined=[held])
+    summary = run_with(engine, [bundle(cvm(i)) for i in range(2)], rejections=[held])
     assert summary.counts["cvm"]["deleted"] == 0
     assert cvm_row(engine, 2).deleted_at is None
 

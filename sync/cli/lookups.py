@@ -1,4 +1,7 @@
-"""``phala-sync runs|inventory|history|changes|fleet``: what the database holds, as text or JSON."""
+"""``phala-sync runs|inventory|history|changes|fleet``: what the database holds, as text or JSON.
+
+The commands that look things up; the queries themselves are :mod:`sync.store.queries`.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""How fast the simulator serves: ``python -m simulator.bench --cvms 100000``.
+"""How fast the simulator serves: ``python -m simulator.throughput --cvms 100000``.
 
 Starts the simulator in a child process, pages through every CVM with a plain ``httpx.Client``
 over loopback (one connection, sequential pages, bodies received but not decoded), and prints

@@ -1,4 +1,4 @@
-"""The API versions the simulator serves and the two payload shapes they map to.
+"""The two payload shapes the simulator renders, and which one each API version it serves uses.
 
 The versions are the sync's registry (:mod:`sync.versions`): the simulator serves every version
 the registry knows, in the list shape of its module (:attr:`~sync.versions.ApiVersion.shape`).

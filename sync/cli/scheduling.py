@@ -1,5 +1,6 @@
 """``phala-sync serve`` and ``phala-sync deploy``: scheduled deployments, one per target.
 
+The commands that schedule runs; the deployments themselves are built by :mod:`flows.deploy`.
 Prefect and :mod:`flows` are imported only when one of these commands runs.
 """
 
