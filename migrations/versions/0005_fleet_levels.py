@@ -99,7 +99,12 @@ def _fleet_daily(d: _Dialect, pg: bool) -> str:
         days = f"""CROSS JOIN LATERAL generate_series(
   CAST({d.greatest}({d.day("l.valid_from")}, b.first_day) AS TIMESTAMP),
   CAST(COALESCE({d.day("l.valid_to")} - 1, b.last_day) AS TIMESTAMP), INTERVAL '1 day') AS s(at)"""
-        day, int_, calendar = "CAST(s.at AS DATE)", "CAST({} AS BIGINT)", ""
+        # A sum beyond the 64-bit range (absurd values the API sent) reads as unknown.
+        day, calendar = "CAST(s.at AS DATE)", ""
+        int_ = (
+            "CASE WHEN {0} BETWEEN -9223372036854775808 AND 9223372036854775807"
+            " THEN CAST({0} AS BIGINT) END"
+        )
     else:
         days = f"""JOIN calendar c ON c.target = l.target
   AND c.day >= {d.greatest}({d.day("l.valid_from")}, b.first_day)
@@ -108,7 +113,7 @@ def _fleet_daily(d: _Dialect, pg: bool) -> str:
     return f"""
 WITH RECURSIVE {_bounds(d)}{calendar}
 SELECT {day} AS day, l.target, l.status, l.region, l.workspace_id, l.instance_type,
-       {int_.format("l.cvms")} AS cvms, {int_.format("l.vcpus")} AS vcpus,
+       {"CAST(l.cvms AS BIGINT)" if pg else "l.cvms"} AS cvms, {int_.format("l.vcpus")} AS vcpus,
        l.memory_mb / 1024.0 AS memory_gb, {int_.format("l.disk_gb")} AS disk_gb,
        {int_.format("l.gpus")} AS gpus
 FROM fleet_levels l
@@ -192,7 +197,12 @@ def view_sql(dialect_name: str) -> dict[str, str]:
 
 def backfill_sql(dialect_name: str) -> list[str]:
     """Statements that fill an empty ``fleet_levels`` from the whole CVM history."""
-    d = PG if dialect_name == "postgresql" else SQLITE
+    pg = dialect_name == "postgresql"
+    d = PG if pg else SQLITE
+    # Sums never overflow: PostgreSQL sums NUMERIC, SQLite TOTAL()s (a float, exact below 2**53;
+    # its SUM raises on a 64-bit overflow).
+    number = "CAST({} AS NUMERIC)" if pg else "{}"
+    size_sum = "SUM" if pg else "TOTAL"
     compute = (
         f"COALESCE({d.price('h.hourly_rate_compute')}, "
         f"CASE WHEN h.billing_period = 'hourly' THEN {d.price('h.compute_billing_price')} END)"
@@ -202,7 +212,8 @@ def backfill_sql(dialect_name: str) -> list[str]:
 
     def signed(sign: str) -> str:
         known = ", ".join(
-            f"{sign}{c} AS {a}, CASE WHEN {c} IS NULL THEN 0 ELSE {sign}1 END AS {a}n"
+            f"{sign}{number.format(c)} AS {a}, "
+            f"CASE WHEN {c} IS NULL THEN 0 ELSE {sign}1 END AS {a}n"
             for c, a in sizes
         )
         return (
@@ -211,11 +222,11 @@ def backfill_sql(dialect_name: str) -> list[str]:
             f"{sign}COALESCE(sr, 0) AS sr, CASE WHEN sr IS NULL THEN {sign}1 ELSE 0 END AS su"
         )
 
-    sums = ", ".join(f"SUM({a}) AS {a}" for a in ("n", "v", "vn", "m", "mn", "dk", "dkn", "g",
-                                                     "gn", "cr", "cu", "sr", "su"))  # fmt: skip
+    columns_ = ("n", "v", "vn", "m", "mn", "dk", "dkn", "g", "gn", "cr", "cu", "sr", "su")
+    sizes_ = {"v", "m", "dk", "g"}
+    sums = ", ".join(f"{size_sum if a in sizes_ else 'SUM'}({a}) AS {a}" for a in columns_)
     running = ", ".join(
-        f"SUM({a}) OVER w AS {a}"
-        for a in ("n", "v", "vn", "m", "mn", "dk", "dkn", "g", "gn", "cr", "cu", "sr", "su")
+        f"{size_sum if a in sizes_ else 'SUM'}({a}) OVER w AS {a}" for a in columns_
     )
     states = f"""states AS (
   SELECT h.target, h.status, n.region, h.workspace_id, h.instance_type, h.valid_from,
@@ -279,10 +290,10 @@ def _create_table() -> None:
         sa.Column("valid_from", models.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("valid_to", models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("cvms", _INT, nullable=False),
-        sa.Column("vcpus", _INT, nullable=True),
-        sa.Column("memory_mb", _INT, nullable=True),
-        sa.Column("disk_gb", _INT, nullable=True),
-        sa.Column("gpus", _INT, nullable=True),
+        sa.Column("vcpus", sa.Numeric(), nullable=True),
+        sa.Column("memory_mb", sa.Numeric(), nullable=True),
+        sa.Column("disk_gb", sa.Numeric(), nullable=True),
+        sa.Column("gpus", sa.Numeric(), nullable=True),
         sa.Column("compute_rate", sa.Numeric(), nullable=False),
         sa.Column("compute_unknown", _INT, nullable=False),
         sa.Column("storage_rate", sa.Numeric(), nullable=False),

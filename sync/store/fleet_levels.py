@@ -95,6 +95,15 @@ def _rates(dialect: str) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
     return compute, storage
 
 
+def _sum(column: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+    """The sum of the known values, NULL when none is known, never an overflow: PostgreSQL sums
+    BIGINT as NUMERIC; SQLite's SUM raises on a 64-bit overflow, its TOTAL does not (a float,
+    exact below 2**53)."""
+    if dialect == "postgresql":
+        return func.sum(column)
+    return case((func.count(column) > 0, func.total(column)))
+
+
 def _same(a: ColumnElement[Any], b: ColumnElement[Any], dialect: str) -> ColumnElement[bool]:
     """``a`` equals ``b``, NULL equal to NULL, in a form PostgreSQL can hash-join on."""
     if dialect != "postgresql":
@@ -132,10 +141,7 @@ def refresh(conn: Connection, targets: Iterable[str], now: datetime) -> int:
     summed = select(
         *group,
         func.count().label("cvms"),
-        func.sum(_H.c.vcpu),
-        func.sum(_H.c.memory_mb),
-        func.sum(_H.c.disk_gb),
-        func.sum(_H.c.gpus),
+        *(_sum(_H.c[name], dialect) for name in ("vcpu", "memory_mb", "disk_gb", "gpus")),
         func.coalesce(func.sum(compute), 0),
         func.sum(case((compute.is_(None), 1), else_=0)),
         func.coalesce(func.sum(storage), 0),
