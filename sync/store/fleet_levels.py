@@ -14,7 +14,7 @@ for a database that predates it, from the whole history at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -35,11 +35,13 @@ from sqlalchemy import (
     insert,
     literal,
     literal_column,
+    or_,
     select,
+    union,
     update,
 )
 
-from models import CvmHistory, FleetLevel, Node, UTCDateTime, table_of
+from models import Cvm, CvmHistory, FleetLevel, Node, UTCDateTime, table_of
 from sync.records import EntityType
 
 __all__ = ["GROUP", "STORAGE_USD_PER_GB_HOUR", "follow_run", "refresh"]
@@ -47,6 +49,7 @@ __all__ = ["GROUP", "STORAGE_USD_PER_GB_HOUR", "follow_run", "refresh"]
 _H = table_of(CvmHistory)
 _N = table_of(Node)
 _L = table_of(FleetLevel)
+_CVMS = table_of(Cvm)
 
 #: A level's group: its CVMs share these.
 GROUP: Final = ("status", "region", "workspace_id", "instance_type")
@@ -113,30 +116,34 @@ def _same(a: ColumnElement[Any], b: ColumnElement[Any], dialect: str) -> ColumnE
     return func.coalesce(a, -1) == func.coalesce(b, -1)
 
 
-def _scratch() -> Table:
-    """A temporary table for the targets' new levels (dropped at the end, or at commit)."""
+def _scratch(name: str, *, figures: bool) -> Table:
+    """A temporary table (dropped at the end, or at commit): groups, with their figures or not."""
     columns = [Column("target", String, nullable=False)]
-    columns += [Column(name, String) for name in GROUP]
-    columns += [Column(name, _L.c[name].type) for name in _FIGURES]
-    return Table(
-        "fleet_levels_now",
-        MetaData(),
-        *columns,
-        prefixes=["TEMPORARY"],
-        postgresql_on_commit="DROP",
-    )
+    columns += [Column(c, String) for c in GROUP]
+    if figures:
+        columns += [Column(c, _L.c[c].type) for c in _FIGURES]
+    return Table(name, MetaData(), *columns, prefixes=["TEMPORARY"], postgresql_on_commit="DROP")
 
 
-def refresh(conn: Connection, targets: Iterable[str], now: datetime) -> int:
+def _matches(a: Table, b: Table, columns: Sequence[str], dialect: str) -> ColumnElement[bool]:
+    return and_(a.c.target == b.c.target, *(_same(a.c[c], b.c[c], dialect) for c in columns))
+
+
+def refresh(
+    conn: Connection, targets: Iterable[str], now: datetime, *, everything: bool = True
+) -> int:
     """Bring the open levels of ``targets`` in line with their open history rows, as of ``now``.
 
-    Returns how many levels were opened (a level that still holds is left open as it is).
+    With ``everything`` false, only the groups of the CVM states opened or closed at ``now`` are
+    summed again (the others cannot have changed): a run that changed 1% of a fleet sums about
+    that 1%. Returns how many levels were opened (a level that still holds stays open as it is).
     """
     names = sorted(set(targets))
     if not names:
         return 0
     dialect = conn.dialect.name
     compute, storage = _rates(dialect)
+    joined = _H.outerjoin(_N, _N.c.node_id == _H.c.node_id)
     group = [_H.c.target, _H.c.status, _N.c.region, _H.c.workspace_id, _H.c.instance_type]
     summed = select(
         *group,
@@ -146,44 +153,55 @@ def refresh(conn: Connection, targets: Iterable[str], now: datetime) -> int:
         func.sum(case((compute.is_(None), 1), else_=0)),
         func.coalesce(func.sum(storage), 0),
         func.sum(case((storage.is_(None), 1), else_=0)),
-    ).select_from(_H.outerjoin(_N, _N.c.node_id == _H.c.node_id))
-    summed = summed.where(_H.c.valid_to.is_(None), _H.c.target.in_(names)).group_by(*group)
-    scratch = _scratch()
-    scratch.create(conn)
+    ).select_from(joined)
+    summed = summed.where(_H.c.valid_to.is_(None), _H.c.target.in_(names))
+    scratch = _scratch("fleet_levels_now", figures=True)
+    changed = _scratch("fleet_levels_changed", figures=False)
+    made = [scratch] if everything else [scratch, changed]
+    for table in made:
+        table.create(conn)
     try:
-        conn.execute(insert(scratch).from_select([c.name for c in scratch.c], summed))
-        present = set(conn.scalars(select(scratch.c.target).distinct()))
-        empty = [t for t in names if t not in present]
+        candidates: ColumnElement[bool] = literal(True)
+        if not everything:
+            at_now = [select(*group).select_from(joined).where(_H.c.target.in_(names), when)
+                      for when in (_H.c.valid_from == now, _H.c.valid_to == now)]  # fmt: skip
+            conn.execute(insert(changed).from_select(["target", *GROUP], union(*at_now)))
+            in_changed = exists().where(
+                changed.c.target == _H.c.target,
+                *(
+                    _same(changed.c[c], col, dialect)
+                    for c, col in zip(GROUP, group[1:], strict=True)
+                ),
+            )
+            summed = summed.where(in_changed)
+            candidates = or_(_L.c.cvms == 0, exists().where(_matches(changed, _L, GROUP, dialect)))
+        conn.execute(
+            insert(scratch).from_select([c.name for c in scratch.c], summed.group_by(*group))
+        )
+        live = select(_CVMS.c.target).where(_CVMS.c.target.in_(names), _CVMS.c.deleted_at.is_(None))
+        empty = set(names) - set(conn.scalars(live.distinct()))
         if empty:  # a target without live CVMs: one level of zeros, so its days stay present
             zeros = dict.fromkeys(_FIGURES, 0)
-            conn.execute(insert(scratch), [{"target": t, **zeros} for t in empty])
+            conn.execute(insert(scratch), [{"target": t, **zeros} for t in sorted(empty)])
         columns = ("target", *GROUP, *_FIGURES)
-
-        def matches(level: Table, other: Table) -> ColumnElement[bool]:
-            return and_(
-                level.c.target == other.c.target,
-                *(_same(level.c[c], other.c[c], dialect) for c in columns[1:]),
-            )
-
         conn.execute(
             update(_L)
             .where(
                 _L.c.target.in_(names),
                 _L.c.valid_to.is_(None),
-                ~exists().where(matches(_L, scratch)),
+                candidates,
+                ~exists().where(_matches(_L, scratch, columns[1:], dialect)),
             )
             .values(valid_to=now)
         )
-        opened = conn.execute(
-            insert(_L).from_select(
-                [*columns, "valid_from"],
-                select(
-                    *(scratch.c[c] for c in columns), literal(now, UTCDateTime()).label("at")
-                ).where(~exists().where(_L.c.valid_to.is_(None), matches(_L, scratch))),
-            )
-        ).rowcount
+        fresh = select(*(scratch.c[c] for c in columns), literal(now, UTCDateTime()).label("at"))
+        fresh = fresh.where(
+            ~exists().where(_L.c.valid_to.is_(None), _matches(_L, scratch, columns[1:], dialect))
+        )
+        opened = conn.execute(insert(_L).from_select([*columns, "valid_from"], fresh)).rowcount
     finally:
-        scratch.drop(conn)
+        for table in made:
+            table.drop(conn)
     return int(opened or 0)
 
 
@@ -193,9 +211,11 @@ def follow_run(
     """After a run's apply at ``now``: refresh the levels of every target whose history changed.
 
     Those are the owners of the CVM states the run opened or closed (ownership can move between
-    targets, and a run of one target can change a CVM that another owns), every target when a
-    node changed (its region may have), and ``target`` itself when it has no level yet. A run that
-    changed nothing costs one indexed lookup. Returns how many levels were opened.
+    targets, and a run of one target can change a CVM that another owns), and ``target`` itself.
+    Only the groups of those states are summed again, unless a target has no level yet (its first
+    run) or a node changed (its region may have, and with it its CVMs' groups): then every group
+    of every target. A run that changed nothing costs one indexed lookup. Returns how many levels
+    were opened.
     """
     touched = set(conn.scalars(select(_H.c.target).where(_H.c.valid_from == now).distinct()))
     cvm, node = counts.get("cvm"), counts.get("node")
@@ -203,8 +223,12 @@ def follow_run(
         closed = select(_H.c.target).where(_H.c.valid_to == now).distinct()
         touched.update(conn.scalars(closed))
     if node is not None and (node.updated or node.restored or node.deleted):
-        touched.update(conn.scalars(select(_L.c.target).where(_L.c.valid_to.is_(None)).distinct()))
-    has_level = exists().where(_L.c.target == target, _L.c.valid_to.is_(None))
-    if touched or not conn.scalar(select(has_level)):
-        touched.add(target)
-    return refresh(conn, touched, now)
+        opened = select(_L.c.target).where(_L.c.valid_to.is_(None)).distinct()
+        return refresh(conn, {target, *touched, *conn.scalars(opened)}, now)
+    with_levels = select(_L.c.target).where(
+        _L.c.target.in_(sorted({target, *touched})), _L.c.valid_to.is_(None)
+    )
+    missing = {target, *touched} - set(conn.scalars(with_levels.distinct()))
+    if missing:
+        return refresh(conn, {target, *touched}, now)
+    return refresh(conn, touched, now, everything=False) if touched else 0
