@@ -58,6 +58,7 @@ def main() -> None:
                 "wall_s": round(wall, 3),
                 "timings": {k: round(v, 3) for k, v in summary.timings.items()},
                 "counts": summary.counts["cvm"],
+                "node_counts": summary.counts.get("node"),
                 "load_start": [round(x, 2) for x in load],
                 "load_end": [round(x, 2) for x in os.getloadavg()],
             }

@@ -35,7 +35,6 @@ from sqlalchemy import (
     insert,
     literal,
     literal_column,
-    or_,
     select,
     union,
     update,
@@ -161,7 +160,6 @@ def refresh(
     for table in made:
         table.create(conn)
     try:
-        candidates: ColumnElement[bool] = literal(True)
         if not everything:
             at_now = [select(*group).select_from(joined).where(_H.c.target.in_(names), when)
                       for when in (_H.c.valid_from == now, _H.c.valid_to == now)]  # fmt: skip
@@ -174,26 +172,35 @@ def refresh(
                 ),
             )
             summed = summed.where(in_changed)
-            candidates = or_(_L.c.cvms == 0, exists().where(_matches(changed, _L, GROUP, dialect)))
         conn.execute(
             insert(scratch).from_select([c.name for c in scratch.c], summed.group_by(*group))
         )
-        live = select(_CVMS.c.target).where(_CVMS.c.target.in_(names), _CVMS.c.deleted_at.is_(None))
-        empty = set(names) - set(conn.scalars(live.distinct()))
+        empty = [
+            t
+            for t in names
+            if not conn.scalar(
+                select(exists().where(_CVMS.c.target == t, _CVMS.c.deleted_at.is_(None)))
+            )
+        ]
         if empty:  # a target without live CVMs: one level of zeros, so its days stay present
             zeros = dict.fromkeys(_FIGURES, 0)
-            conn.execute(insert(scratch), [{"target": t, **zeros} for t in sorted(empty)])
+            conn.execute(insert(scratch), [{"target": t, **zeros} for t in empty])
         columns = ("target", *GROUP, *_FIGURES)
-        conn.execute(
-            update(_L)
-            .where(
-                _L.c.target.in_(names),
-                _L.c.valid_to.is_(None),
-                candidates,
-                ~exists().where(_matches(_L, scratch, columns[1:], dialect)),
+        held = exists().where(_matches(_L, scratch, columns[1:], dialect))
+        open_ = and_(_L.c.target.in_(names), _L.c.valid_to.is_(None), ~held)
+        if everything:
+            conn.execute(update(_L).where(open_).values(valid_to=now))
+        else:  # the open levels of the changed groups (a join, not a test per open level)
+            stale = union(
+                select(_L.c.level_id)
+                .select_from(_L.join(changed, _matches(changed, _L, GROUP, dialect)))
+                .where(open_),
+                select(_L.c.level_id).where(open_, _L.c.cvms == 0),
             )
-            .values(valid_to=now)
-        )
+            ids = list(conn.scalars(stale))
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start : start + 1000]
+                conn.execute(update(_L).where(_L.c.level_id.in_(chunk)).values(valid_to=now))
         fresh = select(*(scratch.c[c] for c in columns), literal(now, UTCDateTime()).label("at"))
         fresh = fresh.where(
             ~exists().where(_L.c.valid_to.is_(None), _matches(_L, scratch, columns[1:], dialect))
