@@ -30,11 +30,12 @@ class FleetLevel(Base):
     valid_from: Mapped[datetime]
     valid_to: Mapped[datetime | None]
     cvms: Mapped[int]
-    #: Sums of the known values (NULL when none is known), NUMERIC so that no sum overflows.
-    vcpus: Mapped[Decimal | None] = mapped_column(Numeric())
-    memory_mb: Mapped[Decimal | None] = mapped_column(Numeric())
-    disk_gb: Mapped[Decimal | None] = mapped_column(Numeric())
-    gpus: Mapped[Decimal | None] = mapped_column(Numeric())
+    #: Sums of the known values; NULL when none is known, or when the sum is beyond 64 bits
+    #: (absurd values the API sent: the run stores them, the sum is unknown).
+    vcpus: Mapped[int | None]
+    memory_mb: Mapped[int | None]
+    disk_gb: Mapped[int | None]
+    gpus: Mapped[int | None]
     #: USD per hour: the sum of the known compute rates, and how many CVMs have none.
     compute_rate: Mapped[Decimal] = mapped_column(Numeric())
     compute_unknown: Mapped[int]

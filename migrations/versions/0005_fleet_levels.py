@@ -38,6 +38,7 @@ _INT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 #: Phala's public storage price, USD per GB-hour (as in 0003).
 STORAGE_USD_PER_GB_HOUR = "0.000139"
 _GROUP = "target, status, region, workspace_id, instance_type"
+_INT64 = ("-9223372036854775808", "9223372036854775807")
 
 
 class _Dialect(NamedTuple):
@@ -99,12 +100,7 @@ def _fleet_daily(d: _Dialect, pg: bool) -> str:
         days = f"""CROSS JOIN LATERAL generate_series(
   CAST({d.greatest}({d.day("l.valid_from")}, b.first_day) AS TIMESTAMP),
   CAST(COALESCE({d.day("l.valid_to")} - 1, b.last_day) AS TIMESTAMP), INTERVAL '1 day') AS s(at)"""
-        # A sum beyond the 64-bit range (absurd values the API sent) reads as unknown.
-        day, calendar = "CAST(s.at AS DATE)", ""
-        int_ = (
-            "CASE WHEN {0} BETWEEN -9223372036854775808 AND 9223372036854775807"
-            " THEN CAST({0} AS BIGINT) END"
-        )
+        day, int_, calendar = "CAST(s.at AS DATE)", "CAST({} AS BIGINT)", ""
     else:
         days = f"""JOIN calendar c ON c.target = l.target
   AND c.day >= {d.greatest}({d.day("l.valid_from")}, b.first_day)
@@ -113,7 +109,7 @@ def _fleet_daily(d: _Dialect, pg: bool) -> str:
     return f"""
 WITH RECURSIVE {_bounds(d)}{calendar}
 SELECT {day} AS day, l.target, l.status, l.region, l.workspace_id, l.instance_type,
-       {"CAST(l.cvms AS BIGINT)" if pg else "l.cvms"} AS cvms, {int_.format("l.vcpus")} AS vcpus,
+       {int_.format("l.cvms")} AS cvms, {int_.format("l.vcpus")} AS vcpus,
        l.memory_mb / 1024.0 AS memory_gb, {int_.format("l.disk_gb")} AS disk_gb,
        {int_.format("l.gpus")} AS gpus
 FROM fleet_levels l
@@ -222,6 +218,9 @@ def backfill_sql(dialect_name: str) -> list[str]:
             f"{sign}COALESCE(sr, 0) AS sr, CASE WHEN sr IS NULL THEN {sign}1 ELSE 0 END AS su"
         )
 
+    def known(a: str) -> str:  # NULL when none is known, or beyond 64 bits (absurd values)
+        return f"CASE WHEN {a}n > 0 AND {a} BETWEEN {_INT64[0]} AND {_INT64[1]} THEN {a} END"
+
     columns_ = ("n", "v", "vn", "m", "mn", "dk", "dkn", "g", "gn", "cr", "cu", "sr", "su")
     sizes_ = {"v", "m", "dk", "g"}
     sums = ", ".join(f"{size_sum if a in sizes_ else 'SUM'}({a}) AS {a}" for a in columns_)
@@ -251,9 +250,8 @@ levels AS (
   WINDOW w AS (PARTITION BY {_GROUP} ORDER BY at ROWS UNBOUNDED PRECEDING)
 )
 INSERT INTO fleet_levels ({columns})
-SELECT {_GROUP}, at, next_at, n,
-       CASE WHEN vn > 0 THEN v END, CASE WHEN mn > 0 THEN m END,
-       CASE WHEN dkn > 0 THEN dk END, CASE WHEN gn > 0 THEN g END, cr, cu, sr, su
+SELECT {_GROUP}, at, next_at, n, {known("v")}, {known("m")}, {known("dk")}, {known("g")},
+       cr, cu, sr, su
 FROM levels WHERE n > 0"""
     empty = f"""WITH {states},
 firsts AS (
@@ -290,10 +288,10 @@ def _create_table() -> None:
         sa.Column("valid_from", models.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("valid_to", models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("cvms", _INT, nullable=False),
-        sa.Column("vcpus", sa.Numeric(), nullable=True),
-        sa.Column("memory_mb", sa.Numeric(), nullable=True),
-        sa.Column("disk_gb", sa.Numeric(), nullable=True),
-        sa.Column("gpus", sa.Numeric(), nullable=True),
+        sa.Column("vcpus", _INT, nullable=True),
+        sa.Column("memory_mb", _INT, nullable=True),
+        sa.Column("disk_gb", _INT, nullable=True),
+        sa.Column("gpus", _INT, nullable=True),
         sa.Column("compute_rate", sa.Numeric(), nullable=False),
         sa.Column("compute_unknown", _INT, nullable=False),
         sa.Column("storage_rate", sa.Numeric(), nullable=False),

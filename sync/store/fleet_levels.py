@@ -60,6 +60,7 @@ _FIGURES: Final = (
 #: Phala's public storage price, USD per GB-hour, billed while a CVM exists (running or not);
 #: the rate of a CVM whose payload sends no ``hourly_rate.disk`` (docs/schema.md).
 STORAGE_USD_PER_GB_HOUR: Final = "0.000139"
+_INT64: Final = ("-9223372036854775808", "9223372036854775807")
 _NULL_TEXT: Final = "\x1e"  # stands for NULL in comparisons of group columns (PostgreSQL)
 
 
@@ -98,12 +99,13 @@ def _rates(dialect: str) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
 
 
 def _sum(column: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
-    """The sum of the known values, NULL when none is known, never an overflow: PostgreSQL sums
-    BIGINT as NUMERIC; SQLite's SUM raises on a 64-bit overflow, its TOTAL does not (a float,
-    exact below 2**53)."""
-    if dialect == "postgresql":
-        return func.sum(column)
-    return case((func.count(column) > 0, func.total(column)))
+    """The sum of the known values; NULL when none is known or the sum is beyond 64 bits (absurd
+    values the API sent, which the run stores): never an overflow. PostgreSQL sums BIGINT as
+    NUMERIC; SQLite's SUM raises on a 64-bit overflow, its TOTAL does not (a float, exact below
+    2**53)."""
+    total = func.sum(column) if dialect == "postgresql" else func.total(column)
+    in_range = total.between(literal_column(_INT64[0]), literal_column(_INT64[1]))
+    return case((and_(func.count(column) > 0, in_range), total))
 
 
 def _same(a: ColumnElement[Any], b: ColumnElement[Any], dialect: str) -> ColumnElement[bool]:
