@@ -51,7 +51,8 @@ demo: $(STAMP)
 ## Benchmarks (by hand; writes bench/results.json).
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
-	$(BIN)/python bench/bi_views.py
+	$(BIN)/python bench/bi_views.py --skip cvm_daily_usage
+	$(BIN)/python bench/fleet_report.py --direct
 
 ## How far each pin in pyproject.toml is from the newest release on the package index.
 deps-check: $(STAMP)
