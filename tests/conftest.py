@@ -6,6 +6,7 @@ PostgreSQL tests use ``PHALA_SYNC_TEST_POSTGRES_URL`` (default: this machine kin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -79,6 +80,13 @@ def _require_postgres() -> None:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A URL whose connections use a fresh, private, empty schema (dropped afterwards)."""
+    with private_postgres_url() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def private_postgres_url() -> Iterator[str]:
+    """A URL whose connections use a fresh, private, empty schema (dropped afterwards)."""
     _require_postgres()
     base = postgres_base_url()
     schema = f"t_{uuid.uuid4().hex[:12]}"
@@ -126,6 +134,28 @@ def engine(database_url: str, request: pytest.FixtureRequest) -> Iterator[Engine
     migrated, checked to be at the template's head revision. Tests marked ``migration_chain``,
     and databases that are not empty when the fixture starts, get the real chain instead.
     """
+    with migrated_engine(database_url, request) as eng:
+        yield eng
+
+
+@contextlib.contextmanager
+def shared_engine(
+    kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    """A migrated database of ``kind`` (``sqlite``/``postgresql``) for a fixture wider than a
+    test (a module's read-only tests share one expensive history), dropped afterwards."""
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('shared') / 'phala-sync.db'}"
+        with migrated_engine(url, request) as eng:
+            yield eng
+        return
+    with private_postgres_url() as url, migrated_engine(url, request) as eng:
+        yield eng
+
+
+@contextlib.contextmanager
+def migrated_engine(database_url: str, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """The ``engine`` fixture's database at any fixture scope (see there)."""
     eng = make_engine(database_url)
     template: SqliteTemplate | PostgresTemplate | None = None
     if not request.node.get_closest_marker("migration_chain"):

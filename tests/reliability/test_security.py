@@ -255,6 +255,12 @@ ALLOWED_DYNAMIC_SQL = {
     ("migrations/versions/0003_bi_views.py", "_fill_rates"): (
         "UPDATE whose SET list is built from the rate column name constants"
     ),
+    ("migrations/versions/0005_fleet_levels.py", "upgrade"): (
+        "CREATE VIEW of the migration's own view names and SELECTs (no value from outside)"
+    ),
+    ("migrations/versions/0005_fleet_levels.py", "downgrade"): (
+        "CREATE VIEW of 0003's own fleet_daily SELECT (no value from outside)"
+    ),
     ("sync/report/data.py", "resolve_window"): (
         "a constant WHERE fragment chosen in code; the target is a bound parameter"
     ),

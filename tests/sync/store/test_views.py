@@ -9,6 +9,7 @@ from the history tables and the ledger.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -19,11 +20,14 @@ from sqlalchemy import Engine, text
 from sync.clock import SteppingClock, use_clock
 from sync.errors import RetriableApiError
 from sync.store.views import VIEW_NAMES
+from tests.conftest import shared_engine
 from tests.reliability.conftest import Harness, new_harness
 from tests.sync.store.views_oracle import History, rows_of
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 LEGACY = "2025-10-28"
+#: One worker builds each evolved history once and runs every test that reads it.
+pytestmark = pytest.mark.xdist_group("views")
 MIX = ("create", "delete", "restore", "resize", "restart", "move", "rename")
 
 
@@ -72,16 +76,29 @@ def evolve_and_sync(h: Harness, clock: SteppingClock, seed: int, runs: int) -> d
     return tally
 
 
-@pytest.fixture(params=[7, 23])
-def evolved(engine: Engine, request: pytest.FixtureRequest) -> Engine:
-    h = new_harness(engine, size=40, seed=request.param, page_size=20, max_attempts=1)
-    clock = SteppingClock(START, 1.0)
-    with use_clock(clock):
-        tally = evolve_and_sync(h, clock, request.param, runs=18)
-    assert tally["succeeded"] >= 10
-    spans = History(engine).spans.values()
-    assert all((s.last_day - s.first_day).days >= 30 for s in spans)
-    return engine
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param((seed, kind), id=f"{seed}-{kind}", marks=marks)
+        for seed in (7, 23)
+        for kind, marks in (("sqlite", ()), ("postgresql", pytest.mark.postgres))
+    ],
+)
+def evolved(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    """A database evolved over 18 runs, built once per seed and database for the module's tests
+    (they only read it)."""
+    seed, kind = request.param
+    with shared_engine(kind, request, tmp_path_factory) as engine:
+        h = new_harness(engine, size=40, seed=seed, page_size=20, max_attempts=1)
+        clock = SteppingClock(START, 1.0)
+        with use_clock(clock):
+            tally = evolve_and_sync(h, clock, seed, runs=18)
+        assert tally["succeeded"] >= 10
+        spans = History(engine).spans.values()
+        assert all((s.last_day - s.first_day).days >= 30 for s in spans)
+        yield engine
 
 
 def test_every_view_exists_with_its_columns(engine: Engine) -> None:
