@@ -8,6 +8,7 @@ from the history tables and the ledger.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -26,8 +27,6 @@ from tests.sync.store.views_oracle import History, rows_of
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 LEGACY = "2025-10-28"
-#: One worker builds each evolved history once and runs every test that reads it.
-pytestmark = pytest.mark.xdist_group("views")
 MIX = ("create", "delete", "restore", "resize", "restart", "move", "rename")
 
 
@@ -76,29 +75,57 @@ def evolve_and_sync(h: Harness, clock: SteppingClock, seed: int, runs: int) -> d
     return tally
 
 
+@pytest.fixture(scope="session")
+def evolved_databases(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[tuple[int, str], Engine]]:
+    """The evolved databases this process built, by seed and kind, dropped at the session's end.
+
+    Session-wide, not module-wide: an xdist worker may run these tests apart from each other,
+    and a module fixture would be built again each time.
+    """
+    with contextlib.ExitStack() as stack:
+        built: dict[tuple[int, str], Engine] = {}
+
+        def build(seed: int, kind: str) -> Engine:
+            engine = stack.enter_context(shared_engine(kind, request, tmp_path_factory))
+            h = new_harness(engine, size=40, seed=seed, page_size=20, max_attempts=1)
+            clock = SteppingClock(START, 1.0)
+            with use_clock(clock):
+                tally = evolve_and_sync(h, clock, seed, runs=18)
+            assert tally["succeeded"] >= 10
+            spans = History(engine).spans.values()
+            assert all((s.last_day - s.first_day).days >= 30 for s in spans)
+            return engine
+
+        request.config.stash[_BUILD] = build
+        yield built
+
+
+_BUILD = pytest.StashKey[Any]()
+
+
 @pytest.fixture(
-    scope="module",
     params=[
-        pytest.param((seed, kind), id=f"{seed}-{kind}", marks=marks)
+        # One xdist worker builds each history once and runs every test that reads it.
+        pytest.param(
+            (seed, kind),
+            id=f"{seed}-{kind}",
+            marks=[pytest.mark.xdist_group(f"evolved-{seed}-{kind}"), *marks],
+        )
         for seed in (7, 23)
-        for kind, marks in (("sqlite", ()), ("postgresql", pytest.mark.postgres))
+        for kind, marks in (("sqlite", []), ("postgresql", [pytest.mark.postgres]))
     ],
 )
 def evolved(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
-    """A database evolved over 18 runs, built once per seed and database for the module's tests
-    (they only read it)."""
-    seed, kind = request.param
-    with shared_engine(kind, request, tmp_path_factory) as engine:
-        h = new_harness(engine, size=40, seed=seed, page_size=20, max_attempts=1)
-        clock = SteppingClock(START, 1.0)
-        with use_clock(clock):
-            tally = evolve_and_sync(h, clock, seed, runs=18)
-        assert tally["succeeded"] >= 10
-        spans = History(engine).spans.values()
-        assert all((s.last_day - s.first_day).days >= 30 for s in spans)
-        yield engine
+    request: pytest.FixtureRequest, evolved_databases: dict[tuple[int, str], Engine]
+) -> Engine:
+    """A database evolved over 18 runs, built once per seed and database for every test that
+    reads it (they only read)."""
+    key: tuple[int, str] = request.param
+    if key not in evolved_databases:
+        evolved_databases[key] = request.config.stash[_BUILD](*key)
+    return evolved_databases[key]
 
 
 def test_every_view_exists_with_its_columns(engine: Engine) -> None:
