@@ -110,6 +110,7 @@ class RunSummary:
     finished_at: datetime
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     quarantined: int = 0
+    # The ledger columns the listed endpoints declare (FetchResult.ledger_columns fills them).
     listing_complete: bool | None = None
     apps_listing_complete: bool | None = None
     api_total: int | None = None
