@@ -131,8 +131,7 @@ def _base_url(base_url: str) -> str:
 
 
 class PhalaClient:
-    """Pages the listed endpoints (CVMs, apps) of one Phala Cloud workspace, pinned to one API
-    version; :mod:`sync.endpoints` declares them."""
+    """Lists CVMs and apps of one Phala Cloud workspace, pinned to one API version."""
 
     def __init__(
         self,
