@@ -1,4 +1,4 @@
-"""Validation throughput of the per-version models: 100 pages of 100 CVMs through parse_cvm_page.
+"""Validation throughput of the per-version models: 100 pages of 100 CVMs through parse_page.
 
 ``python bench/parse_throughput.py``: pages are built from the golden items of each version
 (tests/sync/golden) with fresh ids, then parsed (decode, validate, raw re-encode, normalize);
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import orjson
 
-from sync.api.pages import parse_cvm_page
+from sync.api.pages import parse_page
+from sync.endpoints import CVMS
 from sync.versions import get_version
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "sync" / "golden"
@@ -49,7 +50,7 @@ def main() -> None:
         for _ in range(PASSES):
             start = time.process_time()
             n = sum(
-                len(parse_cvm_page(version, i + 1, b, policy="strict", url="bench").items)
+                len(parse_page(CVMS, version, i + 1, b, policy="strict", url="bench").items)
                 for i, b in enumerate(bodies)
             )
             best = max(best, n / (time.process_time() - start))

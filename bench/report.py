@@ -162,9 +162,9 @@ def _stage_rows(fleet: dict[str, Any], fixed: dict[str, Any]) -> list[list[Any]]
         row("GET only (bodies received, not decoded)", total["http_get"], "wall, one pass")
         row("json.loads", total["json_loads"], per_page)
         row("orjson.loads", total["orjson_loads"], per_page)
-        row("parse_cvm_page (CVM pages)", eps["cvms"].get("parse_page"), per_page)
-        row("parse_app_page (app pages)", eps.get("apps", {}).get("parse_page"), per_page)
-        row("parse_*_page, both endpoints", total["parse_page"], per_page)
+        row("parse_page (CVM pages)", eps["cvms"].get("parse_page"), per_page)
+        row("parse_page (app pages)", eps.get("apps", {}).get("parse_page"), per_page)
+        row("parse_page, both endpoints", total["parse_page"], per_page)
     elif sc.get("error"):
         rows.append([f"{size:,}", "stage costs", "-", "-", f"failed: {sc['error'][:120]}"])
     for name, entry in fixed.items():

@@ -1,15 +1,15 @@
 """What each parsing stage costs on the same pages the sync receives, measured in-process.
 
 ``python bench/stagecost.py BASE_URL PAGE_SIZE API_VERSION [REPEATS]`` (the API key in
-``PHALA_CLOUD_API_KEY``) pages through both endpoints once with a plain sync ``httpx.Client``
-(the wall seconds of the requests, bodies received but not decoded, are ``http_get``) and, for
-each page body as it arrives, times every stage ``REPEATS`` times (default 3) in CPU seconds
-(``time.process_time``) and keeps the best:
+``PHALA_CLOUD_API_KEY``) pages through every listed endpoint (``sync.endpoints``) once with a
+plain sync ``httpx.Client`` (the wall seconds of the requests, bodies received but not decoded,
+are ``http_get``) and, for each page body as it arrives, times every stage ``REPEATS`` times
+(default 3) in CPU seconds (``time.process_time``) and keeps the best:
 
 - ``json_loads``: the stdlib ``json.loads`` (what the floor does);
 - ``orjson_loads``: ``orjson.loads``;
-- ``parse_page``: the product's ``sync.api.pages.parse_cvm_page`` / ``parse_app_page`` (decode,
-  envelope and item validation, normalization), policy ``strict``.
+- ``parse_page``: the product's ``sync.api.pages.parse_page`` (decode, envelope and item
+  validation, normalization), policy ``strict``.
 
 Each result is dropped before the next, so that nothing accumulates (kept pages make the cyclic
 GC rescan them: see the reference notes). It prints one JSON line with the sums per endpoint.
@@ -28,13 +28,9 @@ from typing import Any
 import httpx
 import orjson
 
-from sync.api.pages import parse_app_page, parse_cvm_page
+from sync.api.pages import parse_page
+from sync.endpoints import listed_endpoints
 from sync.versions import get_version
-
-ENDPOINTS = (
-    ("cvms", "/cvms/paginated", "pages", parse_cvm_page),
-    ("apps", "/apps", "total_pages", parse_app_page),
-)
 
 
 def _best(
@@ -64,7 +60,8 @@ def main(argv: list[str]) -> None:
     out: dict[str, Any] = {"repeats": repeats, "endpoints": {}}
     load0 = os.getloadavg()[0]
     with httpx.Client(base_url=base_url, headers=headers, timeout=120) as client:
-        for name, path, pages_field, parse in ENDPOINTS:
+        for spec in listed_endpoints():
+            name, path = spec.name, spec.path
             sums = dict.fromkeys(("http_get", "json_loads", "orjson_loads", "parse_page"), 0.0)
             page, planned, items, nbytes = 1, 1, 0, 0
             while page <= planned:
@@ -73,15 +70,17 @@ def main(argv: list[str]) -> None:
                 response.raise_for_status()
                 body = response.content
                 sums["http_get"] += time.perf_counter() - start
-                if page == 1:
-                    planned = max(1, int(orjson.loads(body)[pages_field]))
+                number, url = page, f"{base_url}{path}?page={page}"
+                if page == 1:  # the page count, read by the parser (outside the timings)
+                    first = parse_page(spec, version, 1, body, policy="strict", url=url)
+                    planned = max(1, first.pages)
+                    del first
                 nbytes += len(body)
                 sums["json_loads"] += _best(lambda b=body: json.loads(b), repeats)[0]
                 sums["orjson_loads"] += _best(lambda b=body: orjson.loads(b), repeats)[0]
-                number, url = page, f"{base_url}{path}?page={page}"
                 seconds, n = _best(
-                    lambda b=body, n=number, u=url, p=parse: p(
-                        version, n, b, policy="strict", url=u
+                    lambda b=body, n=number, u=url, s=spec: parse_page(
+                        s, version, n, b, policy="strict", url=u
                     ),
                     repeats,
                     lambda parsed: len(parsed.items),

@@ -102,7 +102,7 @@ async def fetch_task(engine: Engine, settings: Settings, run_id: int) -> dict[st
         notify(endpoint, pages, planned, items)
 
     fetch = await fetch_and_stage(engine, settings, run_id, on_page=on_page)
-    for listing in (fetch.cvms, fetch.apps):
+    for listing in fetch.listings.values():
         verdict = "complete" if listing.complete else f"incomplete ({listing.reason})"
         logger.info(
             "%s: %d items in %d pages, %d quarantined, listing %s",

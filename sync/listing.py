@@ -1,8 +1,9 @@
 """One endpoint's listing: its passes, what each showed, and whether it can be trusted.
 
-A listing pages through ``GET /cvms/paginated`` or ``GET /apps`` and stages what may have
-changed. What a pass showed is kept as keys in memory (:class:`ListingPass`): the items staged,
-the items skipped because their bytes equal the stored ones, and the ids of quarantined items.
+A listing pages through one listed endpoint (:class:`~sync.endpoints.EndpointSpec`:
+``GET /cvms/paginated`` or ``GET /apps``) and stages what may have changed. What a pass showed
+is kept as keys in memory (:class:`ListingPass`): the items staged, the items skipped because
+their bytes equal the stored ones, and the ids of quarantined items.
 So judging completeness and inferring deletions is set arithmetic, not queries:
 
 - a pass is *complete* when every page agreed on the total, that total equals the distinct items
@@ -22,14 +23,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sync.api.pages import Endpoint, Page, Rejection
-from sync.records import EntityType
+from sync.api.pages import Page, Rejection
+from sync.endpoints import EndpointSpec
 from sync.store.staging import Stager
 
 log = logging.getLogger(__name__)
-
-#: The entity type each endpoint lists.
-LISTED: Final[dict[Endpoint, EntityType]] = {"cvms": "cvm", "apps": "app"}
 
 #: A drifted listing is read again up to this many times in all before it is called incomplete.
 MAX_PASSES: Final = 3
@@ -50,7 +48,7 @@ class ListingResult:
     of the target that a complete listing did not show.
     """
 
-    endpoint: Endpoint
+    endpoint: str  # its EndpointSpec.name
     passes: int
     pages: int
     items: int
@@ -67,7 +65,7 @@ class ListingResult:
 class ListingPass:
     """What one pass of one listing showed: keys only, so a fleet costs a few MB."""
 
-    endpoint: Endpoint
+    endpoint: str  # its EndpointSpec.name
     pass_no: int
     #: Stored digest by key of the target's live entities this pass has not shown yet; an entry
     #: leaves it when its entity is listed, so what is left at the end was not seen.
@@ -136,14 +134,14 @@ class ListingPass:
 
 
 async def read_listing(
-    endpoint: Endpoint, pages: PageSource, stager: Stager, on_page: OnPage | None = None
+    spec: EndpointSpec[Any], pages: PageSource, stager: Stager, on_page: OnPage | None = None
 ) -> ListingResult:
-    """List ``endpoint`` through ``pages``, staging each page, until a pass is consistent.
+    """List ``spec``'s endpoint through ``pages``, staging each page, until a pass is consistent.
 
     A pass with quarantined items that carry no id is not read again: the same items would be
     quarantined again.
     """
-    entity_type = LISTED[endpoint]
+    endpoint, entity_type = spec.name, spec.entity_type
     pages_read = items = quarantined = unstorable = 0
     for pass_no in range(1, MAX_PASSES + 1):
         listing = ListingPass(endpoint, pass_no, known=stager.load_known(entity_type))

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from sync.endpoints import listed_endpoints
 from sync.records import ENTITY_TYPES
 
 __all__ = [
@@ -106,18 +107,21 @@ def summary_text(summary: Mapping[str, Any]) -> str:
         f"(target {summary.get('target')!r}, API version {summary.get('api_version')})"
     )
     lines = [head, "", table(count_rows(summary), ["entity", *COUNT_FIELDS]), ""]
-    complete = summary.get("listing_complete")
-    apps_complete = summary.get("apps_listing_complete")
-    lines.append(
-        f"quarantined items: {summary.get('quarantined', 0)}; "
-        f"CVM listing complete: {_cell(complete)}; app listing complete: {_cell(apps_complete)}"
-        + (
-            f"; API total: {summary['api_total']} CVMs"
-            if summary.get("api_total") is not None
-            else ""
-        )
-    )
-    if complete is False or apps_complete is False:
+    # Each listed endpoint's ledger columns (sync.endpoints): its verdict, then any API total.
+    endpoints = listed_endpoints()
+    verdicts = [summary.get(spec.complete_column) for spec in endpoints]
+    parts = [f"quarantined items: {summary.get('quarantined', 0)}"]
+    parts += [
+        f"{spec.label} listing complete: {_cell(verdict)}"
+        for spec, verdict in zip(endpoints, verdicts, strict=True)
+    ]
+    parts += [
+        f"API total: {summary[spec.total_column]} {spec.noun}"
+        for spec in endpoints
+        if spec.total_column is not None and summary.get(spec.total_column) is not None
+    ]
+    lines.append("; ".join(parts))
+    if any(verdict is False for verdict in verdicts):
         lines.append("an incomplete listing infers no deletions; see the run's log for why")
     return "\n".join(lines)
 

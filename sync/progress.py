@@ -19,18 +19,22 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, TextIO
 
+from sync.endpoints import get_endpoint
+
 if TYPE_CHECKING:
     from sync.listing import OnPage
 
 __all__ = ["TerminalProgress", "ThrottledLog", "describe", "listening", "notify"]
 
-_NOUNS = {"cvms": "CVMs", "apps": "apps"}
 _listener: ContextVar[OnPage | None] = ContextVar("phala_sync_page_listener", default=None)
 
 
 def describe(endpoint: str, pages: int, planned: int, items: int) -> str:
     """One line about a listing's progress, e.g. ``cvms: page 3 of 10, 300 CVMs``."""
-    noun = _NOUNS.get(endpoint, "items")
+    try:
+        noun = get_endpoint(endpoint).noun
+    except KeyError:
+        noun = "items"
     return f"{endpoint}: page {pages} of {max(planned, pages)}, {items} {noun}"
 
 

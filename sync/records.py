@@ -226,6 +226,11 @@ class CvmBundle:
     raw: bytes
 
 
+#: Pseudo-field of an app: the sorted VM UUIDs of its CVMs (``AppBundle.member_vm_uuids``; the
+#: store keeps them as rows of app_cvms).
+APP_MEMBERS: Final = "member_vm_uuids"
+
+
 @dataclass(frozen=True, slots=True)
 class AppBundle:
     """One app list item: the app, its member CVMs' UUIDs (UNKNOWN for a minimal app), raw JSON."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import time
@@ -24,6 +25,7 @@ from models import QuarantinedItem, table_of
 from sync import clock
 from sync.api.client import PhalaClient
 from sync.api.pages import Rejection
+from sync.endpoints import get_endpoint, listed_endpoints
 from sync.errors import TooManyInvalidItemsError, UnstorableItemError
 from sync.listing import ListingResult, OnPage, read_listing
 from sync.records import EntityType
@@ -53,20 +55,34 @@ TIMINGS = ("fetch", "load_known", "parse", "stage", "apply", "levels")
 
 @dataclass(frozen=True)
 class FetchResult:
-    cvms: ListingResult
-    apps: ListingResult
+    #: Each listed endpoint's listing, by its name, in the order they were read.
+    listings: dict[str, ListingResult]
     #: Seconds by stage: ``fetch`` (the whole stage), ``parse``, ``stage`` (see :data:`TIMINGS`).
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def quarantined(self) -> int:
-        """Items of both listings set aside by the fetch (invalid or unstorable)."""
-        return self.cvms.quarantined + self.apps.quarantined
+        """Items of every listing set aside by the fetch (invalid or unstorable)."""
+        return sum(listing.quarantined for listing in self.listings.values())
 
     @property
     def considered(self) -> int:
-        """Items of both listings: listed validly or quarantined."""
-        return self.cvms.items + self.apps.items + self.quarantined
+        """Items of every listing: listed validly or quarantined."""
+        return sum(listing.items for listing in self.listings.values()) + self.quarantined
+
+    def by_entity_type(self) -> dict[EntityType, ListingResult]:
+        """Each listing by the entity type its endpoint lists (what the apply is told)."""
+        return {get_endpoint(name).entity_type: lst for name, lst in self.listings.items()}
+
+    def ledger_columns(self) -> dict[str, Any]:
+        """The ledger columns each endpoint declares: its listing was complete, its API total."""
+        values: dict[str, Any] = {}
+        for name, listing in self.listings.items():
+            spec = get_endpoint(name)
+            values[spec.complete_column] = listing.complete
+            if spec.total_column is not None:
+                values[spec.total_column] = listing.api_total
+        return values
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,8 +93,7 @@ class FetchResult:
             return ListingResult(**{**values, "gone": tuple(values.get("gone", ()))})
 
         return cls(
-            cvms=listing(data["cvms"]),
-            apps=listing(data["apps"]),
+            listings={name: listing(values) for name, values in data["listings"].items()},
             timings=dict(data.get("timings", {})),
         )
 
@@ -95,6 +110,7 @@ class RunSummary:
     finished_at: datetime
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     quarantined: int = 0
+    # The ledger columns the listed endpoints declare (FetchResult.ledger_columns fills them).
     listing_complete: bool | None = None
     apps_listing_complete: bool | None = None
     api_total: int | None = None
@@ -170,18 +186,20 @@ async def fetch_and_stage(
     transport: httpx.AsyncBaseTransport | None = None,
     on_page: OnPage | None = None,
 ) -> FetchResult:
-    """Page through both endpoints, staging every new or changed item as it arrives.
+    """Page through every listed endpoint, staging every new or changed item as it arrives.
 
     Safe to call again for the same run (a retried task): it starts from an empty staging area.
     """
     start = time.perf_counter()
     clear_staging(engine, [run_id], quarantine=True)
     stager = Stager(engine, run_id, settings.target)
+    listings: dict[str, ListingResult] = {}
     async with PhalaClient.from_settings(settings, transport=transport) as client:
         try:
             with tuned_gc():
-                cvms = await read_listing("cvms", client.cvm_pages, stager, on_page)
-                apps = await read_listing("apps", client.app_pages, stager, on_page)
+                for spec in listed_endpoints():
+                    pages = functools.partial(client.pages, spec)
+                    listings[spec.name] = await read_listing(spec, pages, stager, on_page)
         finally:
             stager.close()
     timings = {
@@ -190,7 +208,7 @@ async def fetch_and_stage(
         "parse": client.parse_seconds,
         "stage": stager.seconds,
     }
-    fetched = FetchResult(cvms=cvms, apps=apps, timings=timings)
+    fetched = FetchResult(listings, timings=timings)
     invalid, considered = fetched.quarantined, fetched.considered
     if (
         settings.validation_policy == "quarantine"
@@ -211,12 +229,7 @@ def _ledger_values(
 ) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if fetch is not None:
-        values.update(
-            quarantined=fetch.quarantined,
-            listing_complete=fetch.cvms.complete,
-            apps_listing_complete=fetch.apps.complete,
-            api_total=fetch.cvms.api_total,
-        )
+        values.update(quarantined=fetch.quarantined, **fetch.ledger_columns())
     if counts is not None:
         cvm = counts["cvm"]
         values.update(
@@ -269,14 +282,15 @@ def apply_run(
     with database_lock(engine, settings), engine.begin() as conn:
         now = clock.now()
         require_running(conn, run_id)
+        listed = fetch.by_entity_type()
         applied = apply_staged(
             conn,
             run_id=run_id,
             target=settings.target,
             now=now,
-            complete={"cvm": fetch.cvms.complete, "app": fetch.apps.complete},
-            unchanged={"cvm": fetch.cvms.unchanged, "app": fetch.apps.unchanged},
-            gone={"cvm": fetch.cvms.gone, "app": fetch.apps.gone},
+            complete={t: listing.complete for t, listing in listed.items()},
+            unchanged={t: listing.unchanged for t, listing in listed.items()},
+            gone={t: listing.gone for t, listing in listed.items()},
         )
         counts = applied.counts
         _check_refused(settings, fetch, applied.refused)
@@ -294,9 +308,7 @@ def apply_run(
         finished_at=finished,
         counts={k: c.as_dict() for k, c in counts.items()},
         quarantined=values["quarantined"],
-        listing_complete=fetch.cvms.complete,
-        apps_listing_complete=fetch.apps.complete,
-        api_total=fetch.cvms.api_total,
+        **fetch.ledger_columns(),
         timings={
             **fetch.timings,
             "apply": time.perf_counter() - start,

@@ -1,10 +1,13 @@
-"""The async Phala Cloud API client: pages the two list endpoints, with retries.
+"""The async Phala Cloud API client: pages the listed endpoints, with retries.
 
 ::
 
     async with PhalaClient.from_settings(settings) as client:
-        async for page in client.cvm_pages():      # pages arrive in any order
+        async for page in client.pages(CVMS):      # pages arrive in any order
             ...
+
+An endpoint is an :class:`~sync.endpoints.EndpointSpec` (:mod:`sync.endpoints`): the client
+requests its ``path`` and parses each page with :func:`~sync.api.pages.parse_page`.
 
 A listing fetches page 1, learns the page count from it, then fetches pages 2..N with at most
 ``concurrency`` requests in flight: exactly the pages page 1 announced, even when a later page
@@ -41,22 +44,16 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Self, TypeVar
 
 import httpx
 from pydantic import SecretStr
 
-from sync.api.pages import (
-    ENDPOINT_PATHS,
-    Endpoint,
-    KnownDigests,
-    Page,
-    parse_app_page,
-    parse_cvm_page,
-)
+from sync.api.pages import KnownDigests, Page, parse_page
 from sync.api.redaction import ApiKeyAuth, redact_logs, redact_secrets, safe_url
 from sync.api.responses import error_from_response
 from sync.api.retry import RetryPolicy, parse_retry_after
+from sync.endpoints import EndpointSpec
 from sync.errors import (
     ApiTransportError,
     ConfigError,
@@ -64,9 +61,8 @@ from sync.errors import (
     InvalidItemError,
     PhalaSyncError,
 )
-from sync.records import AppBundle, CvmBundle
 from sync.settings import Settings, ValidationPolicy
-from sync.versions import ApiVersion, get_version
+from sync.versions import get_version
 
 logger = logging.getLogger(__name__)
 
@@ -81,19 +77,7 @@ _TRANSIENT_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
     httpx.DecodingError,  # a compressed body cut short
 )
 
-_ItemT = TypeVar("_ItemT", CvmBundle, AppBundle)
-
-
-class _PageParser(Protocol[_ItemT]):
-    def __call__(
-        self,
-        version: ApiVersion,
-        page_no: int,
-        body: bytes,
-        *,
-        policy: ValidationPolicy,
-        url: str,
-    ) -> Page[_ItemT]: ...
+_ItemT = TypeVar("_ItemT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,26 +245,22 @@ class PhalaClient:
         finally:
             self._stop_redacting_logs()
 
-    def cvm_pages(self, known: KnownDigests | None = None) -> AsyncGenerator[Page[CvmBundle], None]:
-        """All pages of ``GET /cvms/paginated``, validated, in the order they arrive.
+    def pages(
+        self, spec: EndpointSpec[_ItemT], known: KnownDigests | None = None
+    ) -> AsyncGenerator[Page[_ItemT], None]:
+        """All pages of ``spec``'s endpoint, validated, in the order they arrive.
 
         Items whose bytes hash to their entry in ``known`` are not validated (``Page.unchanged``).
         """
-        listing = self._listing("cvms", functools.partial(parse_cvm_page, known=known))
-        self._open_listings.add(listing)
-        return listing
-
-    def app_pages(self, known: KnownDigests | None = None) -> AsyncGenerator[Page[AppBundle], None]:
-        """All pages of ``GET /apps``, as :meth:`cvm_pages`."""
-        listing = self._listing("apps", functools.partial(parse_app_page, known=known))
+        listing = self._listing(spec, known)
         self._open_listings.add(listing)
         return listing
 
     async def _listing(
-        self, endpoint: Endpoint, parse: _PageParser[_ItemT]
+        self, spec: EndpointSpec[_ItemT], known: KnownDigests | None
     ) -> AsyncGenerator[Page[_ItemT], None]:
-        """Pages 1..N of ``endpoint`` as they arrive, N the page count page 1 announced."""
-        first = await self._fetch_page(endpoint, 1, parse)
+        """Pages 1..N of ``spec``'s endpoint as they arrive, N the page count page 1 announced."""
+        first = await self._fetch_page(spec, known, 1)
         planned_pages = max(1, first.pages)
         # for the debug line at the end
         pages_fetched, items, quarantined = 1, len(first.items), len(first.rejections)
@@ -295,8 +275,8 @@ class PhalaClient:
             nonlocal next_no
             while next_no <= planned_pages and len(pending) < self.concurrency:
                 task = asyncio.create_task(
-                    self._fetch_page(endpoint, next_no, parse),
-                    name=f"phala-sync GET {endpoint} page {next_no}",
+                    self._fetch_page(spec, known, next_no),
+                    name=f"phala-sync GET {spec.name} page {next_no}",
                 )
                 pending[task] = next_no
                 next_no += 1
@@ -328,7 +308,7 @@ class PhalaClient:
                 await asyncio.gather(*pending, return_exceptions=True)
         logger.debug(
             "%s listing finished: %d pages, %d items, %d quarantined, total %d..%d%s",
-            endpoint,
+            spec.name,
             pages_fetched,
             items,
             quarantined,
@@ -359,18 +339,17 @@ class PhalaClient:
     # - _wait_or_give_up: the retry decision after a _Retriable failure, and its log line.
 
     async def _fetch_page(
-        self, endpoint: Endpoint, page_no: int, parse: _PageParser[_ItemT]
+        self, spec: EndpointSpec[_ItemT], known: KnownDigests | None, page_no: int
     ) -> Page[_ItemT]:
         """One page, retried per the policy; raises the last error when it gives up."""
-        path = ENDPOINT_PATHS[endpoint]
         params = {"page": page_no, "page_size": self.page_size}
-        url = safe_url(self._http.build_request("GET", path, params=params).url)
+        url = safe_url(self._http.build_request("GET", spec.path, params=params).url)
         start = self._clock()
         attempts = 0
         body_failures = 0
         while True:
             attempts += 1
-            outcome = await self._attempt(path, params, url, page_no, parse)
+            outcome = await self._attempt(spec, known, params, url, page_no)
             if not isinstance(outcome, _Retriable):
                 return outcome
             if outcome.invalid_body:
@@ -381,16 +360,16 @@ class PhalaClient:
 
     async def _attempt(
         self,
-        path: str,
+        spec: EndpointSpec[_ItemT],
+        known: KnownDigests | None,
         params: dict[str, int],
         url: str,
         page_no: int,
-        parse: _PageParser[_ItemT],
     ) -> Page[_ItemT] | _Retriable:
         """One request: the page, or a failure worth another attempt; raises any other failure."""
         attempt_start = self._clock()
         try:
-            response = await self._http.get(path, params=params)
+            response = await self._http.get(spec.path, params=params)
         except _TRANSIENT_TRANSPORT_ERRORS as exc:
             reason = self._describe_exception(exc)
             error = ApiTransportError(reason, url=url, version=self.version)
@@ -400,7 +379,7 @@ class PhalaClient:
             raise ApiTransportError(reason, url=url, version=self.version) from exc
         if not response.is_success:
             return self._error_answer(response, url)
-        page = self._parse_body(parse, page_no, response.content, url)
+        page = self._parse_body(spec, known, page_no, response.content, url)
         if isinstance(page, _Retriable):
             return page
         logger.debug(
@@ -425,7 +404,12 @@ class PhalaClient:
         return _Retriable(error, f"HTTP {response.status_code}", retry_after=retry_after)
 
     def _parse_body(
-        self, parse: _PageParser[_ItemT], page_no: int, body: bytes, url: str
+        self,
+        spec: EndpointSpec[_ItemT],
+        known: KnownDigests | None,
+        page_no: int,
+        body: bytes,
+        url: str,
     ) -> Page[_ItemT] | _Retriable:
         """The page in a 2xx ``body``, or an invalid body to fetch again; the key redacted.
 
@@ -433,7 +417,15 @@ class PhalaClient:
         """
         parse_start = time.perf_counter()
         try:
-            page = parse(self._api_version, page_no, body, policy=self.validation_policy, url=url)
+            page = parse_page(
+                spec,
+                self._api_version,
+                page_no,
+                body,
+                policy=self.validation_policy,
+                url=url,
+                known=known,
+            )
         except InvalidEnvelopeError as exc:
             # The message quotes the body, which a server may have echoed the key in.
             clean = InvalidEnvelopeError(self._redact(str(exc)))

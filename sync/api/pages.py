@@ -1,10 +1,11 @@
 """Validated pages: the unit the client yields and the store stages.
 
-``parse_cvm_page`` / ``parse_app_page`` turn the raw bytes of one response into a :class:`Page` of
-canonical bundles under a validation policy:
+``parse_page`` turns the raw bytes of one response of a listed endpoint
+(:class:`~sync.endpoints.EndpointSpec`) into a :class:`Page` of canonical bundles under a
+validation policy:
 
 - the body is decoded once (orjson); the envelope (``items``/``dstack_apps``, ``total``, ``page``,
-  ``page_size``, ``pages``/``total_pages``) must be valid, else
+  ``page_size``, ``pages``/``total_pages``: what the endpoint's ``models`` read) must be valid, else
   :class:`~sync.errors.InvalidEnvelopeError`, whatever the policy, as for a body that is not JSON;
 - each item is validated alone by the version's item model, normalized, and kept with its raw JSON
   bytes (re-encoded from the decoded item, so unknown fields are never lost);
@@ -26,22 +27,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from sync.changes import source_digest
+from sync.endpoints import EndpointSpec
 from sync.errors import InvalidEnvelopeError, InvalidItemError
-from sync.records import AppBundle, CvmBundle
 from sync.settings import ValidationPolicy
 from sync.versions import ApiVersion
-from sync.versions.common import AppPageEnvelope, CvmPageEnvelope
 
-Endpoint = Literal["cvms", "apps"]
-ENDPOINT_PATHS: dict[Endpoint, str] = {"cvms": "/cvms/paginated", "apps": "/apps"}
-
-ItemT = TypeVar("ItemT", CvmBundle, AppBundle)
+ItemT = TypeVar("ItemT")
+_EnvelopeT = TypeVar("_EnvelopeT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +50,7 @@ class Rejection:
     (at apply) all become one; :func:`sync.store.staging.insert_quarantined` writes them.
     """
 
-    endpoint: Endpoint
+    endpoint: str  # the name of the listed endpoint (EndpointSpec.name)
     page: int | None  # None: refused by the database at apply time, when the page is not known
     index: int | None  # None: set aside after validation, where the index is not kept
     entity_id: str | None  # normalized VM UUID or app_id when the raw item still shows it
@@ -62,9 +60,9 @@ class Rejection:
 
 @dataclass(frozen=True, slots=True)
 class Page(Generic[ItemT]):
-    """One validated page of one endpoint."""
+    """One validated page of one endpoint (``endpoint``: its :attr:`EndpointSpec.name`)."""
 
-    endpoint: Endpoint
+    endpoint: str
     version: str
     number: int
     page_size: int
@@ -82,7 +80,8 @@ class Page(Generic[ItemT]):
 KnownDigests = Mapping[str, bytes]
 
 
-def parse_cvm_page(
+def parse_page(
+    spec: EndpointSpec[ItemT],
     version: ApiVersion,
     page_no: int,
     body: bytes,
@@ -90,87 +89,23 @@ def parse_cvm_page(
     policy: ValidationPolicy,
     url: str,
     known: KnownDigests | None = None,
-) -> Page[CvmBundle]:
-    """Validate and normalize one ``GET /cvms/paginated`` response body (see the module doc)."""
-    return _parse_page(
-        PageContext("cvms", version, page_no, url, policy),
-        body,
-        known,
-        envelope=version.cvm_envelope,
-        contents=lambda envelope: (envelope.items, envelope.pages),
-        item=version.cvm_item,
-        normalize=version.normalize_cvm,
-        entity_id=version.cvm_entity_id,
-    )
-
-
-def parse_app_page(
-    version: ApiVersion,
-    page_no: int,
-    body: bytes,
-    *,
-    policy: ValidationPolicy,
-    url: str,
-    known: KnownDigests | None = None,
-) -> Page[AppBundle]:
-    """Validate and normalize one ``GET /apps`` response body (see the module doc)."""
-    return _parse_page(
-        PageContext("apps", version, page_no, url, policy),
-        body,
-        known,
-        envelope=version.app_envelope,
-        contents=lambda envelope: (envelope.dstack_apps, envelope.total_pages),
-        item=version.app_item,
-        normalize=version.normalize_app,
-        entity_id=version.app_entity_id,
-    )
-
-
-_EnvelopeT = TypeVar("_EnvelopeT", CvmPageEnvelope, AppPageEnvelope)
-
-
-@dataclass(frozen=True, slots=True)
-class PageContext:
-    """The page being parsed: where it came from, and the policy its invalid items meet.
-
-    One value for what every message and :class:`Rejection` of the page names.
-    """
-
-    endpoint: Endpoint
-    version: ApiVersion
-    number: int
-    url: str
-    policy: ValidationPolicy
-
-    @property
-    def where(self) -> str:
-        """The request, for messages: version, endpoint and page number."""
-        path = ENDPOINT_PATHS[self.endpoint]
-        return f"X-Phala-Version {self.version.name}, GET {path} page {self.number}"
-
-
-def _parse_page(
-    ctx: PageContext,
-    body: bytes,
-    known: KnownDigests | None,
-    *,
-    envelope: TypeAdapter[_EnvelopeT],
-    contents: Callable[[_EnvelopeT], tuple[list[Any], int]],
-    item: TypeAdapter[Any],
-    normalize: Callable[[Any, bytes], ItemT],
-    entity_id: Callable[[object], str | None],
 ) -> Page[ItemT]:
-    """One page: ``contents`` gives a valid envelope's raw items and page count."""
+    """Validate and normalize one response body of ``spec``'s endpoint (see the module doc).
+
+    ``spec.models(version)`` gives the envelope, the item model, the normalizer and the key reader.
+    """
+    ctx = PageContext(spec, version, page_no, url, policy)
+    models = spec.models(version)
     data, dumps = _decode(ctx, body)
-    valid = _validate_envelope(ctx, envelope, data)
-    raw_items, pages = contents(valid)
+    valid = _validate_envelope(ctx, models.envelope, data)
+    raw_items, pages = models.contents(valid)
     items, rejections, unchanged = _parse_items(
-        ctx, raw_items, item, normalize, entity_id, known, dumps
+        ctx, raw_items, models.item, models.normalize, models.entity_id, known, dumps
     )
     return Page(
-        endpoint=ctx.endpoint,
-        version=ctx.version.name,
-        number=ctx.number,
+        endpoint=spec.name,
+        version=version.name,
+        number=page_no,
         page_size=valid.page_size,
         total=valid.total,
         pages=pages,
@@ -180,7 +115,25 @@ def _parse_page(
     )
 
 
-_ENTITY_LABELS: Final[dict[Endpoint, str]] = {"cvms": "CVM", "apps": "app"}
+@dataclass(frozen=True, slots=True)
+class PageContext:
+    """The page being parsed: where it came from, and the policy its invalid items meet.
+
+    One value for what every message and :class:`Rejection` of the page names.
+    """
+
+    spec: EndpointSpec[Any]
+    version: ApiVersion
+    number: int
+    url: str
+    policy: ValidationPolicy
+
+    @property
+    def where(self) -> str:
+        """The request, for messages: version, endpoint and page number."""
+        return f"X-Phala-Version {self.version.name}, GET {self.spec.path} page {self.number}"
+
+
 _ENVELOPE_ADVICE: Final = (
     "This fails under every validation policy: check the base URL (it ends in /api/v1) and that "
     "the server serves the pinned API version."
@@ -317,11 +270,11 @@ def _parse_items(
 def _set_aside(ctx: PageContext, index: int, key: str | None, raw: bytes, error: str) -> Rejection:
     """An invalid item: quarantined, or under ``strict`` the error that fails the run."""
     if ctx.policy == "strict":
-        label = f" ({_ENTITY_LABELS[ctx.endpoint]} {key})" if key is not None else ""
+        label = f" ({ctx.spec.label} {key})" if key is not None else ""
         raise InvalidItemError(
             f"{ctx.where}, item {index}{label} is invalid: {error}. URL: {ctx.url}. {_ITEM_ADVICE}"
         )
-    return Rejection(ctx.endpoint, ctx.number, index, key, raw, error)
+    return Rejection(ctx.spec.name, ctx.number, index, key, raw, error)
 
 
 def describe_errors(exc: ValidationError, *, root: str = "(the whole item)") -> str:

@@ -53,12 +53,13 @@ from sqlalchemy import (
 )
 
 from models import AppCvm, ChangeEvent, StagedRecord, table_of
-from sync.api.pages import Endpoint, Rejection
+from sync.api.pages import Rejection
 from sync.changes import created_changes, diff, loads_fields, merge
-from sync.records import REFERENCE_TYPES, EntityType
+from sync.endpoints import source_endpoint
+from sync.records import APP_MEMBERS, REFERENCE_TYPES, EntityType
 from sync.store import fleet_levels, membership
 from sync.store.bulk import analyze, bulk_insert
-from sync.store.specs import APP_MEMBERS, APPLY_ORDER, SPECS, EntitySpec
+from sync.store.specs import APPLY_ORDER, SPECS, EntitySpec
 from sync.store.staging import insert_quarantined
 
 #: Staged rows applied per batch (and per savepoint); bounds the apply's memory.
@@ -141,11 +142,12 @@ def _refusal(
 ) -> Rejection:
     """A staged item the database would not store, set aside with its reason.
 
-    No page and no index: it failed after the fetch. ``raw_json`` is the item as received (a
+    No page and no index: it failed after the fetch; the endpoint is the one whose items carry
+    the entity type (references come with CVMs). ``raw_json`` is the item as received (a
     reference: its fields as observed); the error names the entity, as messages quote it.
     """
     return Rejection(
-        SOURCE_ENDPOINT[entity_type],
+        source_endpoint(entity_type),
         None,
         None,
         entity_id,
@@ -624,16 +626,6 @@ def retire_memberships(
     counts = {entity_type: a.counts for entity_type, a in appliers.items()}
     fleet_levels.follow_run(conn, target=target, now=now, counts=counts)
     return counts
-
-
-#: The endpoint whose listing carried each entity type (references come with CVMs).
-SOURCE_ENDPOINT: dict[EntityType, Endpoint] = {
-    "cvm": "cvms",
-    "app": "apps",
-    "node": "cvms",
-    "workspace": "cvms",
-    "creator": "cvms",
-}
 
 
 def quarantine_refused(conn: Connection, run_id: int, refused: Sequence[Rejection]) -> None:

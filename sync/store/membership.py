@@ -39,6 +39,7 @@ from sqlalchemy import (
 )
 
 from models import StagedRecord, SyncRun, TargetMembership, table_of
+from sync.endpoints import listing_of
 from sync.records import EntityType
 from sync.store.specs import EntitySpec
 
@@ -59,9 +60,6 @@ MEMBERSHIP_INSERT = (
 
 #: Entity ids per statement (bounded IN lists).
 CHUNK = 1000
-
-#: The ledger column that says a run's listing of each listed type was complete.
-COMPLETE_COLUMN = {"cvm": _RUNS.listing_complete, "app": _RUNS.apps_listing_complete}
 
 
 def live(target: str, entity_type: EntityType) -> ColumnElement[bool]:
@@ -137,7 +135,8 @@ def last_complete_run(
             _RUNS.target == target,
             _RUNS.status == "succeeded",
             _RUNS.kind == "sync",
-            COMPLETE_COLUMN[entity_type].is_(True),
+            # the ledger column that says the run listed the type completely
+            _RUNS[listing_of(entity_type).complete_column].is_(True),
             _RUNS.id < before,
         )
     ).scalar_one_or_none()

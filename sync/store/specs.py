@@ -9,6 +9,7 @@ from sqlalchemy import Column, Table
 
 import models
 from sync.records import (
+    APP_MEMBERS,
     LISTED_TYPES,
     REFERENCE_TYPES,
     AppRecord,
@@ -19,9 +20,6 @@ from sync.records import (
     Record,
     WorkspaceRecord,
 )
-
-#: Pseudo-field of an app: the sorted VM UUIDs of its CVMs (app_cvms holds them as rows).
-APP_MEMBERS = "member_vm_uuids"
 
 
 @dataclass(frozen=True)

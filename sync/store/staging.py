@@ -10,6 +10,9 @@ Only what may have changed is staged. At the start of a listing pass the stager 
 (:meth:`Stager.load_known`); the client skips every item whose raw bytes hash to its stored
 value (:func:`sync.changes.source_hash`).
 What a pass showed is kept by :mod:`sync.listing`, which calls :meth:`Stager.stage` for each page.
+The rows an item stages are its endpoint's declaration (:class:`~sync.endpoints.EndpointSpec`):
+its ``listed`` record with any ``extra`` pseudo-fields (:func:`listed_row`), and the
+``references`` it carries (:func:`reference_row`).
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from models import QuarantinedItem, StagedRecord, table_of
 from sync import clock
 from sync.api.pages import Page, Rejection
 from sync.changes import dumps_fields, fields_hash, source_hash
-from sync.records import AppBundle, CvmBundle, EntityType, Record
+from sync.endpoints import EndpointSpec, get_endpoint
+from sync.records import EntityType, Record
 from sync.store.bulk import copy_rows
 from sync.store.membership import live_hashes
-from sync.store.specs import APP_MEMBERS
 
 _STAGING = table_of(StagedRecord)
 _QUARANTINE = table_of(QuarantinedItem)
@@ -52,7 +55,7 @@ def listed_row(
     api_version: str,
     extra: dict[str, Any] | None = None,
 ) -> StagedRow:
-    """The staging row of a listed CVM or app: its ``observed_hash`` is the item's source hash.
+    """The staging row of a listed item (CVM, app): its ``observed_hash`` is its source hash.
 
     The raw bytes, under the version and release, determine the fields
     (:func:`sync.changes.source_hash`), and the next run compares them before validating.
@@ -159,58 +162,38 @@ class Stager:
         Returns the keys staged and the valid items set aside for a value no column can hold.
         """
         start = time.perf_counter()
-        if page.endpoint == "cvms":
-            rows, staged, set_aside = self._cvm_rows(page, pass_no)
-        else:
-            rows, staged, set_aside = self._app_rows(page, pass_no)
+        rows, staged, set_aside = self._rows(get_endpoint(page.endpoint), page, pass_no)
         self._write(rows, [*page.rejections, *set_aside], pass_no)
         self.seconds += time.perf_counter() - start
         return staged, set_aside
 
-    def _cvm_rows(
-        self, page: Page[CvmBundle], pass_no: int
+    def _rows(
+        self, spec: EndpointSpec[Any], page: Page[Any], pass_no: int
     ) -> tuple[list[StagedRow], list[str], list[Rejection]]:
-        """A CVM page's rows, with those of the references not staged yet in this run."""
+        """A page's rows as its endpoint declares them: each item's listed record (with its
+        pseudo-fields), then the records it refers to that were not staged yet in this run."""
         run_id, version, refs = self.run_id, page.version, self._refs
+        listed, extra, references = spec.listed, spec.extra, spec.references
         rows: list[StagedRow] = []
         staged: list[str] = []
         set_aside: list[Rejection] = []
         for b in page.items:
+            record = listed(b)
             try:
-                row = listed_row(run_id, pass_no, b.cvm, b.raw, version)
+                row = listed_row(run_id, pass_no, record, b.raw, version, extra(b))
                 new_refs = [
                     (ref, reference_row(run_id, pass_no, ref))
-                    for ref in (b.node, b.workspace, b.creator)
+                    for ref in references(b)
                     if ref is not None and refs.get((ref.entity_type, ref.key)) != ref
                 ]
             except TypeError as exc:  # a value no column can hold (see _unstorable)
-                set_aside.append(_unstorable(page, b.cvm.key, b.raw, exc))
+                set_aside.append(_unstorable(page, record.key, b.raw, exc))
                 continue
             rows.append(row)
-            staged.append(b.cvm.key)
+            staged.append(record.key)
             for ref, ref_row in new_refs:
                 refs[(ref.entity_type, ref.key)] = ref
                 rows.append(ref_row)
-        return rows, staged, set_aside
-
-    def _app_rows(
-        self, page: Page[AppBundle], pass_no: int
-    ) -> tuple[list[StagedRow], list[str], list[Rejection]]:
-        """An app page's rows; an app's member CVMs travel as a pseudo-field."""
-        run_id, version = self.run_id, page.version
-        rows: list[StagedRow] = []
-        staged: list[str] = []
-        set_aside: list[Rejection] = []
-        for b in page.items:
-            members = b.member_vm_uuids
-            extra = {APP_MEMBERS: list(members)} if isinstance(members, tuple) else None
-            try:
-                row = listed_row(run_id, pass_no, b.app, b.raw, version, extra)
-            except TypeError as exc:
-                set_aside.append(_unstorable(page, b.app.key, b.raw, exc))
-                continue
-            rows.append(row)
-            staged.append(b.app.key)
         return rows, staged, set_aside
 
     def discard_earlier_passes(self, entity_type: EntityType, pass_no: int) -> None:

@@ -58,6 +58,8 @@ class VersionModule(Protocol):
 class ApiVersion:
     """One API version: how to validate and normalize the items of its two list endpoints.
 
+    Each listed endpoint picks its models from here (:attr:`sync.endpoints.EndpointSpec.models`).
+
     ``shape`` names the shape of its list items (its module's ``SHAPE``: the version that
     introduced it); ``cvm_item``/``app_item`` validate one decoded item;
     ``cvm_envelope``/``app_envelope`` validate a decoded page with its items left as they are;

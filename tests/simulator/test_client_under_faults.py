@@ -18,6 +18,7 @@ client_module = pytest.importorskip("sync.api.client")
 
 from simulator import Fleet, SimulatorServer  # noqa: E402
 from sync.api.retry import RetryPolicy  # noqa: E402
+from sync.endpoints import CVMS  # noqa: E402
 from sync.errors import (  # noqa: E402
     ApiError,
     AuthError,
@@ -59,7 +60,7 @@ async def _list(base_url: str, version: str, policy: str, api_key: str) -> Listi
         retry=RETRY,
         validation_policy=policy,
     ) as client:
-        async for page in client.cvm_pages():
+        async for page in client.pages(CVMS):
             out.keys += [normalize_vm_uuid(b.cvm.vm_uuid) for b in page.items]
             out.raws += [b.raw for b in page.items]
             out.rejections += page.rejections

@@ -15,7 +15,8 @@ import pytest
 versions_module = pytest.importorskip("sync.versions")
 
 from simulator import Fleet  # noqa: E402
-from sync.api.pages import parse_app_page, parse_cvm_page  # noqa: E402
+from sync.api.pages import parse_page  # noqa: E402
+from sync.endpoints import get_endpoint  # noqa: E402
 from sync.records import UNKNOWN  # noqa: E402
 
 from .conftest import VERSIONS, Caller  # noqa: E402
@@ -34,10 +35,12 @@ def _known(record: Any) -> dict[str, Any]:
 def _parsed_items(caller: Caller, endpoint: str, version: str, pages: int) -> Iterator[Any]:
     """The items of pages 1 to ``pages`` (of 100) as ``sync.api.pages`` parses them, strictly."""
     api = versions_module.get_version(version)
-    parse = parse_cvm_page if endpoint == "cvms" else parse_app_page
+    spec = get_endpoint(endpoint)
     for page_no in range(1, pages + 1):
         body = caller.get(endpoint, version=version, page=page_no, page_size=100).content
-        yield from parse(api, page_no, body, policy="strict", url=f"http://sim/{endpoint}").items
+        yield from parse_page(
+            spec, api, page_no, body, policy="strict", url=f"http://sim/{endpoint}"
+        ).items
 
 
 @pytest.mark.parametrize("version", VERSIONS)

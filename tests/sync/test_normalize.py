@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
-from sync.api.pages import parse_app_page, parse_cvm_page
+from sync.api.pages import parse_page
+from sync.endpoints import APPS, CVMS
 from sync.records import (
     UNKNOWN,
     AppBundle,
@@ -43,13 +44,13 @@ INDEXER, BATCH, GPU = (
 
 def cvms(version: str) -> dict[str, CvmBundle]:
     body = (GOLDEN / f"cvms_{version}.json").read_bytes()
-    page = parse_cvm_page(get_version(version), 1, body, policy="strict", url="golden")
+    page = parse_page(CVMS, get_version(version), 1, body, policy="strict", url="golden")
     return {bundle.cvm.vm_uuid: bundle for bundle in page.items}
 
 
 def apps(version: str) -> dict[str, AppBundle]:
     body = (GOLDEN / f"apps_{version}.json").read_bytes()
-    page = parse_app_page(get_version(version), 1, body, policy="strict", url="golden")
+    page = parse_page(APPS, get_version(version), 1, body, policy="strict", url="golden")
     return {bundle.app.app_id: bundle for bundle in page.items}
 
 

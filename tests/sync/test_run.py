@@ -164,13 +164,11 @@ def test_fetch_stage_can_be_retried_within_one_run(engine: Engine) -> None:
                 fetch_and_stage(engine, settings, run_id, transport=SimulatorTransport(app))
             )
         summary = apply_run(engine, settings, run_id, started, fetch)
-    assert fetch.cvms.quarantined > 0
-    assert summary.counts["cvm"]["seen"] + fetch.cvms.quarantined == 90
+    assert fetch.listings["cvms"].quarantined > 0
+    assert summary.counts["cvm"]["seen"] + fetch.listings["cvms"].quarantined == 90
     assert summary.counts["cvm"]["created"] == summary.counts["cvm"]["seen"]
     with engine.connect() as conn:
         from models import QuarantinedItem
 
         quarantined = conn.execute(select(table_of(QuarantinedItem))).all()
-    assert (
-        len(quarantined) == summary.quarantined == fetch.cvms.quarantined + fetch.apps.quarantined
-    )
+    assert len(quarantined) == summary.quarantined == fetch.quarantined

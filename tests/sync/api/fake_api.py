@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from sync.api.client import PhalaClient
 from sync.api.pages import Page
+from sync.endpoints import CVMS
 
 KEY = "phak_client_test_0123456789SECRET"
 BASE = "https://cloud-api.test/api/v1"
@@ -175,7 +176,7 @@ def make_client(
 
 
 async def collect_cvms(client: PhalaClient) -> list[Page[Any]]:
-    return [page async for page in client.cvm_pages()]
+    return [page async for page in client.pages(CVMS)]
 
 
 def list_cvms(api: FakeApi, fake_time: FakeTime | None = None, **kwargs: Any) -> list[Page[Any]]:

@@ -16,6 +16,7 @@ import pytest
 
 from sync.api.client import PhalaClient
 from sync.api.pages import Page
+from sync.endpoints import CVMS
 from sync.errors import (
     AuthError,
     NotFoundError,
@@ -69,7 +70,7 @@ def test_closing_the_client_stops_an_abandoned_listing() -> None:
 
     async def main() -> set[asyncio.Task[Any]]:
         async with asyncio.timeout(10), make_client(api, concurrency=3) as client:
-            pages = client.cvm_pages()
+            pages = client.pages(CVMS)
             assert (await anext(pages)).number == 1
             assert (await anext(pages)).number == 2
             # leave the iterator suspended, with pages 3 and 4 in flight

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from sync.api.pages import Page
+from sync.endpoints import APPS, CVMS
 from sync.errors import (
     InvalidItemError,
 )
@@ -60,7 +61,7 @@ def test_app_pages_use_the_apps_envelope() -> None:
 
     async def main() -> list[Page[Any]]:
         async with make_client(api, page_size=20) as client:
-            return [page async for page in client.app_pages()]
+            return [page async for page in client.pages(APPS)]
 
     got = run(main)
     assert {r.url.path for r in api.requests} == {"/api/v1/apps"}
@@ -86,7 +87,7 @@ def test_at_most_concurrency_requests_in_flight_and_pages_waiting() -> None:
     async def main() -> None:
         async with make_client(api, page_size=5, concurrency=3) as client:
             yielded = 0
-            async for _ in client.cvm_pages():
+            async for _ in client.pages(CVMS):
                 yielded += 1
                 # requests started but not yet handed over: in flight plus buffered pages
                 outstanding.append(started - yielded)
@@ -108,7 +109,7 @@ def test_pages_are_yielded_as_they_arrive() -> None:
         api = FakeApi(total=300, gates={2: wait_for_release})
         order: list[int] = []
         async with make_client(api, concurrency=2) as client:
-            async for page in client.cvm_pages():
+            async for page in client.pages(CVMS):
                 order.append(page.number)
                 if page.number == 3:
                     released.set()  # page 2 answers only after page 3 was handed over
@@ -147,7 +148,7 @@ def test_unfinished_listing_is_not_complete(caplog: pytest.LogCaptureFixture) ->
         got = []
         async with (
             make_client(api, concurrency=1) as client,
-            aclosing(client.cvm_pages()) as pages,
+            aclosing(client.pages(CVMS)) as pages,
         ):
             async for page in pages:
                 got.append(page)

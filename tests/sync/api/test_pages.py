@@ -1,9 +1,8 @@
-"""parse_cvm_page / parse_app_page: envelopes, items, and the two validation policies."""
+"""parse_page of each listed endpoint: envelopes, items, and the two validation policies."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,9 @@ from sync.api.pages import (
     exact_dumps,
     field_path,
     has_long_integer,
-    parse_app_page,
-    parse_cvm_page,
+    parse_page,
 )
+from sync.endpoints import APPS, CVMS, EndpointSpec
 from sync.errors import InvalidEnvelopeError, InvalidItemError, SchemaDriftError
 from sync.records import UNKNOWN
 from sync.versions import KNOWN_VERSIONS, get_version
@@ -60,7 +59,7 @@ def app_body(items: Any, /, **envelope: Any) -> bytes:
 def test_a_golden_cvm_page_parses_with_raw_items_kept(version: str) -> None:
     body = (GOLDEN / f"cvms_{version}.json").read_bytes()
     items = golden_items("cvms", version)
-    page = parse_cvm_page(get_version(version), 1, body, policy="strict", url=URL)
+    page = parse_page(CVMS, get_version(version), 1, body, policy="strict", url=URL)
     assert isinstance(page, Page)
     assert (page.endpoint, page.version, page.number) == ("cvms", version, 1)
     assert (page.total, page.page_size, page.pages) == (5, 100, 1)
@@ -72,7 +71,7 @@ def test_a_golden_cvm_page_parses_with_raw_items_kept(version: str) -> None:
 @pytest.mark.parametrize("version", [LEGACY, CURRENT])
 def test_a_golden_app_page_parses_with_raw_items_kept(version: str) -> None:
     body = (GOLDEN / f"apps_{version}.json").read_bytes()
-    page = parse_app_page(get_version(version), 1, body, policy="strict", url=APPS_URL)
+    page = parse_page(APPS, get_version(version), 1, body, policy="strict", url=APPS_URL)
     assert (page.endpoint, page.version, page.number) == ("apps", version, 1)
     assert (page.total, page.page_size, page.pages) == (3, 100, 1)
     assert [orjson.loads(b.raw) for b in page.items] == golden_items("apps", version)
@@ -83,32 +82,32 @@ def test_a_golden_app_page_parses_with_raw_items_kept(version: str) -> None:
 @pytest.mark.parametrize("policy", POLICIES)
 def test_an_empty_page_with_zero_pages_is_valid(version: str, policy: Any) -> None:
     api = get_version(version)
-    cvms = parse_cvm_page(api, 1, cvm_body([], total=0, page=1, pages=0), policy=policy, url=URL)
+    cvms = parse_page(CVMS, api, 1, cvm_body([], total=0, page=1, pages=0), policy=policy, url=URL)
     assert (cvms.items, cvms.rejections, cvms.total, cvms.pages) == ([], [], 0, 0)
-    apps = parse_app_page(
-        api, 1, app_body([], total=0, page=1, total_pages=0), policy=policy, url=APPS_URL
+    apps = parse_page(
+        APPS, api, 1, app_body([], total=0, page=1, total_pages=0), policy=policy, url=APPS_URL
     )
     assert (apps.items, apps.rejections, apps.total, apps.pages) == ([], [], 0, 0)
 
 
 def test_unknown_envelope_fields_are_accepted() -> None:
     body = cvm_body(golden_items("cvms", CURRENT)[:1], next_cursor="abc", has_more=True)
-    page = parse_cvm_page(get_version(CURRENT), 3, body, policy="strict", url=URL)
+    page = parse_page(CVMS, get_version(CURRENT), 3, body, policy="strict", url=URL)
     assert len(page.items) == 1
 
 
 def test_the_page_number_is_the_one_requested() -> None:
-    page = parse_cvm_page(get_version(CURRENT), 7, cvm_body([], page=1), policy="strict", url=URL)
+    page = parse_page(CVMS, get_version(CURRENT), 7, cvm_body([], page=1), policy="strict", url=URL)
     assert page.number == 7
 
 
 # --- Invalid envelopes: fatal under every policy -------------------------------------------------
 
 
-#: endpoint -> its parser, the version its envelope cases run under, the URL and the path
-PARSERS: dict[str, tuple[Callable[..., Page[Any]], str, str, str]] = {
-    "cvms": (parse_cvm_page, CURRENT, URL, "/cvms/paginated"),
-    "apps": (parse_app_page, LEGACY, APPS_URL, "/apps"),
+#: endpoint -> its spec, the version its envelope cases run under, the URL and the path
+PARSERS: dict[str, tuple[EndpointSpec[Any], str, str, str]] = {
+    "cvms": (CVMS, CURRENT, URL, "/cvms/paginated"),
+    "apps": (APPS, LEGACY, APPS_URL, "/apps"),
 }
 
 
@@ -132,9 +131,9 @@ PARSERS: dict[str, tuple[Callable[..., Page[Any]], str, str, str]] = {
 def test_an_invalid_envelope_always_fails(
     endpoint: str, body: bytes, field: str, policy: Any
 ) -> None:
-    parse, version, url, path = PARSERS[endpoint]
+    spec, version, url, path = PARSERS[endpoint]
     with pytest.raises(InvalidEnvelopeError) as exc:
-        parse(get_version(version), 3, body, policy=policy, url=url)
+        parse_page(spec, get_version(version), 3, body, policy=policy, url=url)
     message = str(exc.value)
     for part in (version, path, "page 3", url, field):
         assert part in message
@@ -145,9 +144,9 @@ def test_an_invalid_envelope_always_fails(
     "body", [b"", b"<html><body>502 Bad Gateway</body></html>", b'{"items": [', b"\xff\xfe"]
 )
 def test_a_body_that_is_not_json_always_fails(body: bytes, policy: Any) -> None:
-    for parse in (parse_cvm_page, parse_app_page):
+    for spec in (CVMS, APPS):
         with pytest.raises(InvalidEnvelopeError) as exc:
-            parse(get_version(CURRENT), 3, body, policy=policy, url=URL)
+            parse_page(spec, get_version(CURRENT), 3, body, policy=policy, url=URL)
         message = str(exc.value)
         assert "not JSON" in message
         assert CURRENT in message
@@ -175,7 +174,7 @@ def test_strict_fails_on_the_first_invalid_item_with_where_and_why(version: str,
     items, _ = _with_invalid_second_item(version)
     items[2]["name"] = None  # a second invalid item: only the first one is reported
     with pytest.raises(InvalidItemError) as exc:
-        parse_cvm_page(get_version(version), 3, cvm_body(items), policy="strict", url=URL)
+        parse_page(CVMS, get_version(version), 3, cvm_body(items), policy="strict", url=URL)
     message = str(exc.value)
     for part in (version, "/cvms/paginated", "page 3", "item 1", path, URL):
         assert part in message
@@ -188,7 +187,7 @@ def test_strict_fails_on_the_first_invalid_item_with_where_and_why(version: str,
 @pytest.mark.parametrize("version", [LEGACY, CURRENT])
 def test_quarantine_sets_the_invalid_item_aside_and_keeps_the_rest(version: str) -> None:
     items, invalid = _with_invalid_second_item(version)
-    page = parse_cvm_page(get_version(version), 3, cvm_body(items), policy="quarantine", url=URL)
+    page = parse_page(CVMS, get_version(version), 3, cvm_body(items), policy="quarantine", url=URL)
     assert [b.cvm.name for b in page.items] == ["web-frontend", "batch-worker"]
     [held] = page.rejections
     assert isinstance(held, Rejection)
@@ -201,7 +200,7 @@ def test_quarantine_sets_the_invalid_item_aside_and_keeps_the_rest(version: str)
 
 @pytest.mark.parametrize("item", [42, "cvm", None, [], {}])
 def test_an_item_that_is_not_even_an_object_is_quarantined_without_a_key(item: Any) -> None:
-    page = parse_cvm_page(get_version(CURRENT), 3, cvm_body([item]), policy="quarantine", url=URL)
+    page = parse_page(CVMS, get_version(CURRENT), 3, cvm_body([item]), policy="quarantine", url=URL)
     [held] = page.rejections
     assert held.entity_id is None
     assert held.raw == orjson.dumps(item)
@@ -209,8 +208,13 @@ def test_an_item_that_is_not_even_an_object_is_quarantined_without_a_key(item: A
 
 
 def test_the_error_lists_a_few_fields_and_counts_the_rest() -> None:
-    page = parse_cvm_page(
-        get_version(CURRENT), 3, cvm_body([{"vm_uuid": "AB-CD"}]), policy="quarantine", url=URL
+    page = parse_page(
+        CVMS,
+        get_version(CURRENT),
+        3,
+        cvm_body([{"vm_uuid": "AB-CD"}]),
+        policy="quarantine",
+        url=URL,
     )
     [held] = page.rejections
     assert held.entity_id == "abcd"
@@ -222,24 +226,24 @@ def test_the_error_lists_a_few_fields_and_counts_the_rest() -> None:
 def test_an_item_that_cannot_be_normalized_is_set_aside_too() -> None:
     items = copy.deepcopy(golden_items("cvms", CURRENT)[:2])
     items[0]["resource"]["memory_in_gb"] = 1.7e308  # a number, but not as MB
-    page = parse_cvm_page(get_version(CURRENT), 3, cvm_body(items), policy="quarantine", url=URL)
+    page = parse_page(CVMS, get_version(CURRENT), 3, cvm_body(items), policy="quarantine", url=URL)
     assert [h.index for h in page.rejections] == [0]
     assert page.rejections[0].error.startswith("cannot normalize")
     with pytest.raises(InvalidItemError, match=r"item 0 .*cannot normalize"):
-        parse_cvm_page(get_version(CURRENT), 3, cvm_body(items), policy="strict", url=URL)
+        parse_page(CVMS, get_version(CURRENT), 3, cvm_body(items), policy="strict", url=URL)
 
 
 def test_an_item_of_the_other_version_is_invalid() -> None:
     current_items = golden_items("cvms", CURRENT)[:1]
     with pytest.raises(InvalidItemError, match=r"hosted: Field required"):
-        parse_cvm_page(get_version(LEGACY), 3, cvm_body(current_items), policy="strict", url=URL)
+        parse_page(CVMS, get_version(LEGACY), 3, cvm_body(current_items), policy="strict", url=URL)
 
 
 def test_strict_app_errors_name_the_app_and_the_variant_path() -> None:
     apps = copy.deepcopy(golden_items("apps", CURRENT))
     apps[0]["cvms"][1]["resource"]["disk_in_gb"] = "40"
     with pytest.raises(InvalidItemError) as exc:
-        parse_app_page(get_version(CURRENT), 3, app_body(apps), policy="strict", url=APPS_URL)
+        parse_page(APPS, get_version(CURRENT), 3, app_body(apps), policy="strict", url=APPS_URL)
     message = str(exc.value)
     for part in (CURRENT, "/apps", "page 3", "item 0", APPS_URL):
         assert part in message
@@ -250,7 +254,9 @@ def test_strict_app_errors_name_the_app_and_the_variant_path() -> None:
 def test_quarantined_apps_keep_their_app_id() -> None:
     apps = copy.deepcopy(golden_items("apps", LEGACY))
     apps[2]["name"] = "ghost"  # a minimal app with a name is neither variant
-    page = parse_app_page(get_version(LEGACY), 3, app_body(apps), policy="quarantine", url=APPS_URL)
+    page = parse_page(
+        APPS, get_version(LEGACY), 3, app_body(apps), policy="quarantine", url=APPS_URL
+    )
     [held] = page.rejections
     assert (held.endpoint, held.index, held.entity_id) == ("apps", 2, apps[2]["app_id"])
     assert "DstackAppMinimalResponse.name" in held.error

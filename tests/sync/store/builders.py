@@ -10,7 +10,8 @@ import orjson
 from sqlalchemy import Engine
 
 from sync.api.pages import Page, Rejection
-from sync.listing import LISTED, ListingPass, ListingResult
+from sync.endpoints import get_endpoint
+from sync.listing import ListingPass, ListingResult
 from sync.records import (
     UNKNOWN,
     AppBundle,
@@ -136,7 +137,7 @@ def listing(
     endpoint: str, n: int, *, complete: bool = True, gone: tuple[str, ...] = ()
 ) -> ListingResult:
     return ListingResult(
-        endpoint=endpoint,  # type: ignore[arg-type]
+        endpoint=endpoint,
         passes=1, pages=1, items=n, quarantined=0, api_total=n, distinct=n,
         complete=complete, reason=None if complete else "test: incomplete",
         gone=gone if complete else (),
@@ -166,12 +167,15 @@ def run_with(
         gone: list[tuple[str, ...]] = []
         for page in (cvm_page(cvms, rejections=rejections), app_page):
             # Every item is staged (none is skipped here); the passes tell the deletions.
-            listed = ListingPass(page.endpoint, 1, known=stager.load_known(LISTED[page.endpoint]))
+            entity_type = get_endpoint(page.endpoint).entity_type
+            listed = ListingPass(page.endpoint, 1, known=stager.load_known(entity_type))
             listed.note(page, *stager.stage(page, 1))
             gone.append(listed.gone())
         stager.close()  # commits: staging is read back on other connections
         fetch = FetchResult(
-            cvms=listing("cvms", len(cvms), complete=complete, gone=gone[0]),
-            apps=listing("apps", len(app_items), complete=complete, gone=gone[1]),
+            {
+                "cvms": listing("cvms", len(cvms), complete=complete, gone=gone[0]),
+                "apps": listing("apps", len(app_items), complete=complete, gone=gone[1]),
+            }
         )
         return apply_run(engine, settings, run_id, started, fetch)

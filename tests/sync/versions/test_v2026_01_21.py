@@ -50,7 +50,7 @@ def test_every_valid_cvm_normalizes(item: dict[str, Any]) -> None:
     try:
         bundle = current.normalize_cvm(model, b"raw")
     except OverflowError:
-        assert _at_range_ends(model)  # parse_cvm_page sets these items aside
+        assert _at_range_ends(model)  # parse_page sets these items aside
         return
     expected = normalize_vm_uuid(item["vm_uuid"]) if item.get("vm_uuid") is not None else item["id"]
     assert bundle.cvm.vm_uuid == expected == current.cvm_entity_id(item)
