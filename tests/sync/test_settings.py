@@ -53,8 +53,8 @@ def _no_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ({"lock_timeout": -1}, "lock_timeout"),
         ({"validation_policy": "lenient"}, "validation_policy"),
         ({"target": ""}, "target"),
-        ({"base_url": "cloud-api.phala.com/api/v1"}, "base_url"),
-        ({"base_url": "ftp://cloud-api.phala.com/api/v1"}, "base_url"),
+        ({"base_url": "cloud.example/api/v1"}, "base_url"),
+        ({"base_url": "ftp://cloud.example/api/v1"}, "base_url"),
         ({"base_url": "https://phak_SECRET@/api/v1"}, "base_url"),
     ],
 )

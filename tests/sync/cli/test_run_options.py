@@ -80,13 +80,18 @@ def test_the_run_options_are_the_declared_settings(name: str) -> None:
             assert option.type is {int: click.INT, float: click.FLOAT}[kind], setting
 
 
-def test_every_option_named_like_a_setting_is_built_from_it() -> None:
-    """``--database-url`` of the query commands too: no command restates a setting's help."""
+def test_every_database_url_option_is_built_from_the_setting() -> None:
+    """The query commands' ``--database-url`` too. (Their ``--target`` is a filter of what to
+    show, not the run's setting, and says so in its own help.)"""
+    description = Settings.model_fields["database_url"].description
+    assert description is not None
+    found = 0
     for path, command in cli_commands():
-        for setting, option in setting_params(command).items():
-            description = Settings.model_fields[setting].description
-            assert description is not None
-            assert (option.help or "").startswith(description), (path, setting)
+        option = setting_params(command).get("database_url")
+        if option is not None:
+            found += 1
+            assert (option.help or "").startswith(description), path
+    assert found >= 8
 
 
 @contextlib.contextmanager
