@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -33,10 +34,8 @@ from prefect.types.entrypoint import EntrypointType
 
 from flows.sync_flow import sync_flow
 from sync.errors import ConfigError
-from sync.settings import ValidationPolicy
+from sync.settings import DEPLOYMENT_OPTIONS, SERVED_LOCK_TIMEOUT
 
-#: Served runs wait this long for another target's run to release the database's run lock.
-SERVED_LOCK_TIMEOUT = 600.0
 DEFAULT_INTERVAL = 3600.0
 #: Prefect's default PREFECT_RUNNER_POLL_FREQUENCY (and the runner's prefetch), seconds.
 RUNNER_POLL_SECONDS = 10.0
@@ -72,25 +71,29 @@ def build_deployments(
     *,
     cron: str | None = None,
     interval: float | None = None,
-    api_version: str | None = None,
-    page_size: int | None = None,
-    validation_policy: ValidationPolicy | None = None,
-    lock_timeout: float = SERVED_LOCK_TIMEOUT,
+    parameters: Mapping[str, Any] | None = None,
     fetch_retries: int = 1,
-    migrate: bool | None = None,
-    report_dir: str | None = None,
     entrypoint_type: EntrypointType = EntrypointType.FILE_PATH,
 ) -> list[RunnerDeployment]:
     """One scheduled deployment of the sync flow per target.
 
-    ``entrypoint_type=EntrypointType.MODULE_PATH`` makes the deployment name the flow by module
-    (for workers). Parameters carry nothing secret (Prefect stores them in clear): the API key
-    is ``PHALA_CLOUD_API_KEY`` where the run happens, or a Secret block named by the target.
-    ``report_dir`` (a directory where the runs happen) makes each succeeded run write the
-    target's fleet report there; without it, ``PHALA_SYNC_REPORT_DIR`` where the run happens.
+    ``parameters`` are run settings every deployment carries (names of
+    :data:`~sync.settings.DEPLOYMENT_OPTIONS`, values as JSON); ``lock_timeout`` is
+    :data:`~sync.settings.SERVED_LOCK_TIMEOUT` unless they say otherwise. A setting a deployment
+    does not carry is read from the environment where its runs happen (``report_dir``, for
+    instance, is a directory there). ``entrypoint_type=EntrypointType.MODULE_PATH`` makes the
+    deployment name the flow by module (for workers). Parameters carry nothing secret (Prefect
+    stores them in clear): the API key is ``PHALA_CLOUD_API_KEY`` where the run happens, or a
+    Secret block named by the target.
     """
     if cron is not None and interval is not None:
         raise ConfigError("give a cron schedule or an interval, not both")
+    others = sorted(set(parameters or {}) - set(DEPLOYMENT_OPTIONS))
+    if others:  # the database URL above all: it may carry a password
+        raise ConfigError(
+            f"not a deployment parameter: {', '.join(others)} (set it in the environment where "
+            "the runs happen)"
+        )
     if not targets:
         raise ConfigError("no target to serve: give at least one --target")
     names = [t.name for t in targets]
@@ -108,24 +111,18 @@ def build_deployments(
     )
     deployments = []
     for target in targets:
-        parameters: dict[str, Any] = {
+        run_parameters: dict[str, Any] = {
             "target": target.name,
-            "lock_timeout": lock_timeout,
+            "lock_timeout": SERVED_LOCK_TIMEOUT,
+            **(parameters or {}),
             "fetch_retries": fetch_retries,
         }
-        optional = {
-            "api_key_secret": target.key_secret,
-            "api_version": api_version,
-            "page_size": page_size,
-            "validation_policy": validation_policy,
-            "migrate": migrate,
-            "report_dir": report_dir,
-        }
-        parameters.update({k: v for k, v in optional.items() if v is not None})
+        if target.key_secret is not None:
+            run_parameters["api_key_secret"] = target.key_secret
         deployment = sync_flow.to_deployment(
             name=deployment_name(target),
             **schedule,
-            parameters=parameters,
+            parameters=run_parameters,
             concurrency_limit=ConcurrencyLimitConfig(
                 limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
             ),

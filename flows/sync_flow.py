@@ -23,9 +23,11 @@ succeeded (the next run writes it again).
 from __future__ import annotations
 
 import asyncio
+import inspect
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -45,10 +47,17 @@ from sync.errors import ConfigError, PhalaSyncError
 from sync.lifetime import die_with_named_parent
 from sync.progress import ThrottledLog, notify
 from sync.run import FetchResult, apply_run, fetch_and_stage, run_stages
-from sync.settings import Settings, ValidationPolicy, build_settings, require_api_key
-from sync.store.engine import make_engine, normalize_database_url, safe_database_url
+from sync.settings import (
+    Settings,
+    ValidationPolicy,
+    build_settings,
+    refuse_secret_parameters,
+    require_api_key,
+)
+from sync.store.engine import make_engine, safe_database_url
 
 FLOW_NAME = "phala-sync"
+F = TypeVar("F", bound=Callable[..., Any])
 #: Seconds between progress log lines while pages stream in.
 PROGRESS_EVERY = 5.0
 
@@ -77,15 +86,10 @@ async def _api_key(secret_block: str | None) -> SecretStr | None:
     return SecretStr(value.strip())
 
 
-def flow_settings(overrides: dict[str, Any], api_key: SecretStr | None) -> Settings:
+def flow_settings(given: dict[str, Any], api_key: SecretStr | None) -> Settings:
     """Settings for one flow run: parameters over the environment, and a key from somewhere."""
-    database_url = overrides.get("database_url")
-    if database_url is not None and normalize_database_url(database_url).password is not None:
-        raise ConfigError(
-            "the database_url parameter carries a password, and Prefect stores flow parameters "
-            "in clear: put the URL with its password in PHALA_SYNC_DATABASE_URL instead"
-        )
-    settings = build_settings(overrides, api_key)
+    refuse_secret_parameters(given)
+    settings = build_settings(given, api_key)
     require_api_key(settings)
     return settings
 
@@ -199,7 +203,25 @@ async def _run(
     return await run_stages(engine, settings, fetch, apply)
 
 
+def described_by_settings(fn: F) -> F:
+    """Append to ``fn``'s ``Args:`` section (its last) each setting-named parameter with the
+    setting's description: Prefect shows a parameter's entry there as its description (in the
+    UI, the deployment's schema), so the flow's help is Settings' own."""
+    doc = (fn.__doc__ or "").rstrip()
+    heading = [line for line in doc.splitlines() if line.strip() == "Args:"]
+    if not heading:  # no section yet (or no docstring at all, under python -OO)
+        heading = ["Args:"]
+        doc += "\n\nArgs:"
+    indent = heading[0][: len(heading[0]) - len(heading[0].lstrip())] + "    "
+    for name in inspect.signature(fn).parameters:
+        if name in Settings.model_fields:
+            doc += f"\n{indent}{name}: {Settings.model_fields[name].description}"
+    fn.__doc__ = doc + "\n"
+    return fn
+
+
 @flow(name=FLOW_NAME, log_prints=False, persist_result=False)
+@described_by_settings
 async def sync_flow(
     target: str | None = None,
     api_version: str | None = None,
@@ -213,32 +235,29 @@ async def sync_flow(
     migrate: bool | None = None,
     fetch_retries: int = 1,
     fetch_retry_delay_seconds: float = 30.0,
-    report_dir: str | None = None,
+    report_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Sync the CVMs and apps one API key sees into the database; returns the run summary.
 
-    Every parameter left as None comes from the environment (``PHALA_SYNC_*``,
-    ``PHALA_CLOUD_API_PREFIX``, ``.env``). ``api_key_secret`` names a Prefect ``Secret`` block
-    holding the API key; without it the key is ``PHALA_CLOUD_API_KEY``. ``migrate`` lets the run
-    upgrade a database at an older schema revision. ``fetch_retries`` restarts the fetch stage
-    after retriable failures the HTTP client's own retries did not overcome. ``report_dir``
-    (``PHALA_SYNC_REPORT_DIR``) is where a succeeded run writes the target's fleet report.
+    A parameter named like a setting (:class:`~sync.settings.Settings`) sets it for this run;
+    left as None, the setting comes from the environment (``PHALA_SYNC_*``,
+    ``PHALA_CLOUD_API_PREFIX``, ``.env``). Their descriptions, below, are the settings' own
+    (tests/flows/test_run_parameters.py holds the names, types and defaults to Settings).
+    ``database_url`` never carries a password: Prefect stores parameters in clear, so such a
+    URL is refused (put it in ``PHALA_SYNC_DATABASE_URL`` where the run happens).
+
+    Args:
+        api_key_secret: A Prefect Secret block holding the API key; without it the key is
+            PHALA_CLOUD_API_KEY where the run happens.
+        fetch_retries: Restart the fetch stage this many times after a retriable failure the
+            HTTP client's own retries did not overcome.
+        fetch_retry_delay_seconds: Seconds between those restarts.
     """
+    # First, while the parameters are all the names there are: those named like a setting.
+    given = {name: value for name, value in locals().items() if name in Settings.model_fields}
     die_with_named_parent()  # a run served by `serve` ends with it, even on kill -9
+    settings = flow_settings(given, await _api_key(api_key_secret))
     logger = get_run_logger()
-    overrides = {
-        "target": target,
-        "api_version": api_version,
-        "page_size": page_size,
-        "validation_policy": validation_policy,
-        "base_url": base_url,
-        "database_url": database_url,
-        "concurrency": concurrency,
-        "lock_timeout": lock_timeout,
-        "migrate": migrate,
-        "report_dir": report_dir,
-    }
-    settings = flow_settings(overrides, await _api_key(api_key_secret))
     logger.info(
         "syncing target %r from %s (X-Phala-Version %s) into %s",
         settings.target,

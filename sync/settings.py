@@ -2,18 +2,31 @@
 
 The API key and base URL use the official SDKs' variable names (``PHALA_CLOUD_API_KEY``,
 ``PHALA_CLOUD_API_PREFIX``); everything else is ``PHALA_SYNC_<FIELD>``.
+
+``Settings`` is the one declaration of every setting: its name, type (a ``Literal`` is its
+choices), default, bounds and help (the field's description). The run parameters are settings a
+run may also be given: the flow's parameters, the ``sync`` command's options, and the options of
+``serve``/``deploy`` that become each deployment's parameters. :data:`SYNC_OPTIONS` and
+:data:`DEPLOYMENT_OPTIONS` name them; the CLI builds those options from the fields
+(:func:`sync.cli.options.setting_option`), and tests/flows/test_run_parameters.py fails when the
+flow's signature or its parameters' descriptions drift from the fields. Values are validated
+here, once.
 """
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sync.errors import ConfigError
+from sync.store.engine import normalize_database_url
 from sync.versions import DEFAULT_VERSION, get_version
 
 DEFAULT_BASE_URL = "https://cloud-api.phala.com/api/v1"
@@ -44,17 +57,22 @@ class Settings(BaseSettings):
         description="API base URL, up to and including /api/v1.",
     )
     api_version: str = Field(default=DEFAULT_VERSION, description="Pinned X-Phala-Version.")
-    database_url: str = Field(default=DEFAULT_DATABASE_URL, description="SQLAlchemy database URL.")
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="Database URL: sqlite:///path/file.db or postgresql://user@host:5432/db.",
+    )
     target: str = Field(
         default="default",
         min_length=1,
         max_length=100,
-        description="Name of this sync target (one per API key); deletions are inferred per target",
+        description="Name of this sync target (one per API key); deletions are inferred per "
+        "target.",
     )
     page_size: int = Field(default=100, ge=1, le=100, description="Items per page (1-100).")
-    concurrency: int = Field(default=4, ge=1, le=32, description="Pages fetched at once.")
+    concurrency: int = Field(default=4, ge=1, le=32, description="Pages fetched at once (1-32).")
     validation_policy: ValidationPolicy = Field(
-        default="quarantine", description="strict: any invalid item fails the run."
+        default="quarantine",
+        description="strict: an invalid item fails the run; quarantine: it is set aside.",
     )
     max_invalid_share: float = Field(
         default=0.05,
@@ -72,7 +90,8 @@ class Settings(BaseSettings):
     lock_timeout: float = Field(
         default=0.0,
         ge=0,
-        description="Seconds to wait for another run's lock before giving up (0: exit at once).",
+        description="Seconds to wait for a run of the same target to finish before giving up "
+        "(0: at once).",
     )
     migrate: bool = Field(
         default=False,
@@ -93,8 +112,81 @@ class Settings(BaseSettings):
 
     @field_validator("base_url")
     @classmethod
-    def _strip_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _http_url(cls, value: str) -> str:
+        url = value.strip().rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # Not the value: a URL may carry credentials.
+            raise ValueError(
+                f"not an http(s) URL; set {env_name('base_url')} (or --base-url) to the API's "
+                f"URL up to and including /api/v1, e.g. {DEFAULT_BASE_URL}"
+            )
+        return url
+
+
+# ------------------------------------------------------------------------------ run parameters
+#: The settings ``phala-sync sync`` takes as options, each ``--<name with dashes>``; they become
+#: parameters of its flow run. (``report_dir`` is not one: ``phala-sync report`` draws on demand.)
+SYNC_OPTIONS = (
+    "database_url",
+    "api_version",
+    "base_url",
+    "page_size",
+    "target",
+    "validation_policy",
+    "concurrency",
+    "lock_timeout",
+    "migrate",
+)
+#: The settings ``serve`` and ``deploy`` take as options and put in each deployment's parameters.
+#: The others come from the environment where the runs happen: the database URL (it may carry a
+#: password), the API URL, the concurrency; the target is the deployment's own (``--target``).
+DEPLOYMENT_OPTIONS = (
+    "api_version",
+    "page_size",
+    "validation_policy",
+    "lock_timeout",
+    "migrate",
+    "report_dir",
+)
+#: A scheduled run's ``lock_timeout`` unless ``serve``/``deploy`` say otherwise: a run that finds
+#: another run of its target holding the lock (one started by hand, say) waits for it this long
+#: rather than giving up at once.
+SERVED_LOCK_TIMEOUT = 600.0
+
+
+def env_name(name: str) -> str:
+    """The environment variable of the setting ``name`` (its alias, else PHALA_SYNC_<NAME>)."""
+    choices = getattr(Settings.model_fields[name].validation_alias, "choices", None)
+    if choices:
+        return str(choices[0])
+    return f"{Settings.model_config.get('env_prefix', '')}{name}".upper()
+
+
+def setting_type(name: str) -> Any:
+    """The type of the setting ``name`` without ``None``: ``int``, ``Path``, a ``Literal``..."""
+    annotation = Settings.model_fields[name].annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        (kind,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return kind
+    return annotation
+
+
+def setting_choices(name: str) -> tuple[str, ...] | None:
+    """The values a ``Literal`` setting allows (``validation_policy``), else None."""
+    kind = setting_type(name)
+    return typing.get_args(kind) if typing.get_origin(kind) is Literal else None
+
+
+def setting_help(name: str, *, default: Any = None) -> str:
+    """The setting's description, with its environment variable and default, or the
+    ``default`` a command's option has of its own."""
+    description = Settings.model_fields[name].description or ""
+    if default is not None:  # the option always has a value: the environment is not read
+        return f"{description} [default {default}]"
+    shown = Settings.model_fields[name].default
+    where = env_name(name) + ("" if shown is None else f"; default {shown}")
+    return f"{description} [env {where}]"
 
 
 # ------------------------------------------------------------------------------ at the edges
@@ -104,8 +196,21 @@ class Settings(BaseSettings):
 # the flow may pass one it loaded from a Prefect Secret block.
 
 MISSING_KEY = (
-    "no Phala Cloud API key: set PHALA_CLOUD_API_KEY (in the environment or a .env file), or "
-    "store the key in a Prefect Secret block and name the block (--key-secret)"
+    f"no Phala Cloud API key: set {env_name('api_key')} (a phak_... key from the Phala Cloud "
+    "dashboard) in the environment or a .env file, or keep the key in a Prefect Secret block "
+    "and name the block (sync --key-secret BLOCK, serve/deploy --target NAME:BLOCK, the flow's "
+    "api_key_secret parameter)"
+)
+
+#: The one rule for secrets in run parameters: Prefect stores a flow run's parameters in clear,
+#: so a database URL with a password never becomes one. ``sync`` (whose flow runs in its own
+#: process) hands such a URL to the flow through the environment (:func:`flow_parameters`); the
+#: flow refuses one it is given as a parameter (:func:`refuse_secret_parameters`), since by then
+#: Prefect has stored it.
+PASSWORD_PARAMETER = (
+    "the database_url parameter carries a password, and Prefect stores flow parameters in "
+    f"clear: put the URL with its password in {env_name('database_url')} where the run happens, "
+    "and leave the parameter unset"
 )
 
 
@@ -133,7 +238,38 @@ def build_settings(overrides: Mapping[str, Any], api_key: SecretStr | None = Non
         raise ConfigError(describe_validation_error(exc)) from None
 
 
+def api_key_text(api_key: SecretStr | str | None) -> str:
+    """The key's text; :class:`~sync.errors.ConfigError` (:data:`MISSING_KEY`) if it is blank."""
+    key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+    key = (key or "").strip()
+    if not key:
+        raise ConfigError(MISSING_KEY)
+    return key
+
+
 def require_api_key(settings: Settings) -> None:
     """Raise :class:`~sync.errors.ConfigError` unless the settings carry a non-blank key."""
-    if settings.api_key is None or not settings.api_key.get_secret_value().strip():
-        raise ConfigError(MISSING_KEY)
+    api_key_text(settings.api_key)
+
+
+def _carries_password(parameters: Mapping[str, Any]) -> bool:
+    url = parameters.get("database_url")
+    return url is not None and normalize_database_url(url).password is not None
+
+
+def flow_parameters(given: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The given run settings (None: not given) as flow parameters, and the environment
+    variables that carry the rest: a database URL with a password (see
+    :data:`PASSWORD_PARAMETER`)."""
+    parameters = {k: v for k, v in given.items() if v is not None}
+    environment = {}
+    if _carries_password(parameters):
+        environment[env_name("database_url")] = parameters.pop("database_url")
+    return parameters, environment
+
+
+def refuse_secret_parameters(parameters: Mapping[str, Any]) -> None:
+    """Raise :class:`~sync.errors.ConfigError` (:data:`PASSWORD_PARAMETER`) when a flow
+    parameter carries a password."""
+    if _carries_password(parameters):
+        raise ConfigError(PASSWORD_PARAMETER)

@@ -56,17 +56,15 @@ from sync.api.retry import RetryPolicy, parse_retry_after
 from sync.endpoints import EndpointSpec
 from sync.errors import (
     ApiTransportError,
-    ConfigError,
     InvalidEnvelopeError,
     InvalidItemError,
     PhalaSyncError,
 )
-from sync.settings import Settings, ValidationPolicy
+from sync.settings import Settings, ValidationPolicy, api_key_text
 from sync.versions import get_version
 
 logger = logging.getLogger(__name__)
 
-MAX_PAGE_SIZE = 100
 #: Failures without an HTTP answer that a new attempt may not meet again. Any other
 #: ``httpx.TransportError`` (``UnsupportedProtocol``, ``LocalProtocolError``) is our side's fault.
 _TRANSIENT_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
@@ -109,27 +107,6 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _key_text(api_key: SecretStr | str | None) -> str:
-    key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-    key = (key or "").strip()
-    if not key:
-        raise ConfigError(
-            "no Phala Cloud API key: set PHALA_CLOUD_API_KEY (a phak_... key from the "
-            "Phala Cloud dashboard), in the environment or a .env file"
-        )
-    return key
-
-
-def _base_url(base_url: str) -> str:
-    url = httpx.URL(base_url.strip().rstrip("/"))
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigError(
-            f"invalid API base URL {safe_url(url)!r}: set PHALA_CLOUD_API_PREFIX to an http(s) "
-            "URL up to and including /api/v1, e.g. https://cloud-api.phala.com/api/v1"
-        )
-    return str(url)
-
-
 class PhalaClient:
     """Lists CVMs and apps of one Phala Cloud workspace, pinned to one API version."""
 
@@ -150,29 +127,21 @@ class PhalaClient:
         now: Callable[[], datetime] = _utcnow,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        """Check the configuration; nothing is sent until a listing starts.
+        """Nothing is sent until a listing starts.
 
-        ``sleep`` (retry waits), ``clock`` (monotonic seconds, for the retry budget), ``now``
-        (wall clock, for HTTP-date ``Retry-After``) and ``jitter`` (uniform in [0, 1)) are
-        injectable for tests.
+        The values are :class:`~sync.settings.Settings`' (:meth:`from_settings`), which
+        validated them; only the key is checked here, since a client built directly (tests,
+        tools) may be handed none. ``sleep`` (retry waits), ``clock`` (monotonic seconds, for
+        the retry budget), ``now`` (wall clock, for HTTP-date ``Retry-After``) and ``jitter``
+        (uniform in [0, 1)) are injectable for tests.
 
         Raises :class:`~sync.errors.UnknownVersionError` for an unknown ``version`` and
-        :class:`~sync.errors.ConfigError` for a missing key or another bad setting.
+        :class:`~sync.errors.ConfigError` (:data:`~sync.settings.MISSING_KEY`) for a blank key.
         """
         self._api_version = get_version(version)
         self.version = version
-        key = _key_text(api_key)
-        self.base_url = _base_url(base_url)
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise ConfigError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
-        if concurrency < 1:
-            raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
-        if not timeout > 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout}")
-        if validation_policy not in ("strict", "quarantine"):
-            raise ConfigError(
-                f"validation_policy must be 'strict' or 'quarantine', got {validation_policy!r}"
-            )
+        key = api_key_text(api_key)
+        self.base_url = base_url.rstrip("/")
         self.page_size = page_size
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()

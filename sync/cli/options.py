@@ -12,30 +12,58 @@ import click
 from sqlalchemy import Engine
 
 from sync.errors import StoreError
-from sync.settings import Settings
+from sync.settings import Settings, setting_choices, setting_help, setting_type
 from sync.store import migrate
 from sync.store.engine import make_engine, normalize_database_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def database_option(f: F) -> F:
-    return click.option(
-        "--database-url",
-        metavar="URL",
-        help="sqlite:///path/file.db or postgresql://user@host:5432/db "
-        "[env PHALA_SYNC_DATABASE_URL; default sqlite:///phala-sync.db]",
-    )(f)
+def setting_option(name: str, *, default: Any = None) -> Callable[[F], F]:
+    """The option ``--<name with dashes>`` for the setting ``name``, built from its declaration.
+
+    Its type is the setting's (a ``Literal`` is a choice, a ``bool`` a flag), its help the
+    field's description with the environment variable and the default. Not given, it is None and
+    the setting comes from the environment; ``default`` gives the option a value of its own
+    (``serve``'s lock timeout). Settings validates the value, once.
+    """
+    kind = setting_type(name)
+    choices = setting_choices(name)
+    options: dict[str, Any] = {"default": default, "help": setting_help(name, default=default)}
+    if kind is bool:
+        options["is_flag"] = True
+    elif choices is not None:
+        options["type"] = click.Choice(choices)
+    elif kind in (int, float):
+        options["type"] = kind
+    else:  # text: a URL, a version, a directory (named by the setting's last word)
+        options["metavar"] = name.rsplit("_", 1)[-1].upper()
+    return click.option("--" + name.replace("_", "-"), **options)
 
 
-def migrate_option(f: F) -> F:
+def setting_options(names: tuple[str, ...], **defaults: Any) -> Callable[[F], F]:
+    """:func:`setting_option` for each of ``names``, in that order (``defaults`` by name)."""
+
+    def decorate(f: F) -> F:
+        for name in reversed(names):
+            f = setting_option(name, default=defaults.get(name))(f)
+        return f
+
+    return decorate
+
+
+database_option = setting_option("database_url")
+
+
+def retries_option(default: int) -> Callable[[F], F]:
+    """``--retries``: the flow's ``fetch_retries``, a Prefect task's retries (not a setting)."""
     return click.option(
-        "--migrate",
-        is_flag=True,
-        default=None,
-        help="Upgrade a database at an older schema revision when a run starts [env "
-        "PHALA_SYNC_MIGRATE]. An empty database is always created.",
-    )(f)
+        "--retries",
+        type=click.IntRange(0, 10),
+        default=default,
+        show_default=True,
+        help="Restart a run's fetch this many times after a retriable failure.",
+    )
 
 
 def json_option(f: F) -> F:

@@ -13,9 +13,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sync.cli.group import CliError, first_line
-from sync.cli.options import F, migrate_option, open_database
+from sync.cli.options import F, open_database, retries_option, setting_options
 from sync.lifetime import PARENT_ENV
-from sync.settings import Settings, build_settings, require_api_key
+from sync.settings import (
+    DEPLOYMENT_OPTIONS,
+    SERVED_LOCK_TIMEOUT,
+    Settings,
+    build_settings,
+    require_api_key,
+)
 from sync.store.engine import safe_database_url
 
 if TYPE_CHECKING:
@@ -39,30 +45,10 @@ def deployment_options(f: F) -> F:
             type=click.FloatRange(min=1),
             help="Seconds between runs [default: 3600].",
         ),
-        click.option("--api-version", metavar="DATE", help="Pinned X-Phala-Version."),
-        click.option("--page-size", type=int, help="Items per page, 1-100."),
-        click.option("--validation-policy", type=click.Choice(["strict", "quarantine"])),
-        click.option(
-            "--lock-timeout",
-            type=float,
-            default=600.0,
-            show_default=True,
-            help="Seconds a run waits for another target's run to release the database.",
-        ),
-        click.option(
-            "--retries",
-            type=click.IntRange(0, 10),
-            default=1,
-            show_default=True,
-            help="Restart a run's fetch this many times after a retriable failure.",
-        ),
-        migrate_option,
-        click.option(
-            "--report-dir",
-            metavar="DIR",
-            help="Each succeeded run writes its target's fleet report here (a directory where "
-            "the runs happen). [default: PHALA_SYNC_REPORT_DIR there, else no report]",
-        ),
+        # Each given one becomes a parameter of every deployment; the others are read from the
+        # environment where the runs happen.
+        setting_options(DEPLOYMENT_OPTIONS, lock_timeout=SERVED_LOCK_TIMEOUT),
+        retries_option(default=1),
     ]
     for option in reversed(options):
         f = option(f)
@@ -76,13 +62,20 @@ class DeploymentOptions:
     targets: tuple[str, ...]
     cron: str | None
     interval: float | None
-    api_version: str | None
-    page_size: int | None
-    validation_policy: str | None
-    lock_timeout: float
     retries: int
-    migrate: bool | None
-    report_dir: str | None
+    #: The run settings of :data:`~sync.settings.DEPLOYMENT_OPTIONS` (None: not given).
+    run: dict[str, Any]
+
+    @classmethod
+    def from_given(cls, given: dict[str, Any]) -> DeploymentOptions:
+        run = {name: given.pop(name) for name in DEPLOYMENT_OPTIONS}
+        if given["cron"] is not None and given["interval"] is not None:
+            raise click.UsageError("give --cron or --interval, not both")
+        return cls(run=run, **given)
+
+    def settings(self) -> Settings:
+        """The settings of this process with the given run settings on top (validated)."""
+        return build_settings(self.run)
 
 
 def _deployments(
@@ -92,35 +85,19 @@ def _deployments(
     from flows.deploy import Target, build_deployments
 
     parsed = [Target.parse(t) for t in options.targets] or [Target(settings.target)]
+    given = {name for name, value in options.run.items() if value is not None}
     try:
         return build_deployments(
             parsed,
             cron=options.cron,
             interval=options.interval,
-            api_version=options.api_version,
-            page_size=options.page_size,
-            validation_policy=settings.validation_policy if options.validation_policy else None,
-            lock_timeout=options.lock_timeout,
+            # Settings' values, validated and as JSON (a Path as its text).
+            parameters=settings.model_dump(mode="json", include=given),
             fetch_retries=options.retries,
-            migrate=True if options.migrate else None,
-            report_dir=options.report_dir,
             **extra,
         )
     except ValueError as exc:  # Prefect's schedule validation (a bad cron expression)
         raise CliError(f"invalid schedule: {first_line(str(exc))}") from None
-
-
-def _deployment_settings(options: DeploymentOptions) -> Settings:
-    if options.cron is not None and options.interval is not None:
-        raise click.UsageError("give --cron or --interval, not both")
-    return build_settings(
-        {
-            "api_version": options.api_version,
-            "page_size": options.page_size,
-            "validation_policy": options.validation_policy,
-            "migrate": options.migrate,
-        }
-    )
 
 
 @click.command()
@@ -136,8 +113,8 @@ def serve(**given: Any) -> None:
     it); it keeps deployments and run history in PREFECT_HOME (~/.prefect), where a restarted
     serve finds them again.
     """
-    options = DeploymentOptions(**given)
-    settings = _deployment_settings(options)
+    options = DeploymentOptions.from_given(given)
+    settings = options.settings()
     with open_database(settings, schema="runnable"):
         pass  # fail at start, not at the first scheduled run
     from sync.cli.prefect import ensure_prefect_api, prefect_env_defaults
@@ -176,8 +153,8 @@ def deploy(work_pool: str, **given: Any) -> None:
     becomes a parameter. Needs PREFECT_API_URL (the server the workers poll). Each deployment
     runs one flow run at a time, like `serve`; --migrate lets the runs upgrade an older schema.
     """
-    options = DeploymentOptions(**given)
-    settings = _deployment_settings(options)
+    options = DeploymentOptions.from_given(given)
+    settings = options.settings()
     from sync.cli.prefect import prefect_env_defaults
 
     prefect_env_defaults()

@@ -35,10 +35,12 @@ def test_one_deployment_per_target_with_schedule_limit_and_parameters() -> None:
     deployments = build_deployments(
         [Target("acme"), Target("beta", "beta-key")],
         cron="*/15 * * * *",
-        api_version="2025-10-28",
-        page_size=50,
-        validation_policy="strict",
-        report_dir="/srv/reports",
+        parameters={
+            "api_version": "2025-10-28",
+            "page_size": 50,
+            "validation_policy": "strict",
+            "report_dir": "/srv/reports",
+        },
     )
     assert [d.name for d in deployments] == ["sync-acme", "sync-beta"]
     for deployment in deployments:
@@ -73,7 +75,7 @@ def test_deployments_for_a_work_pool_name_the_installed_module() -> None:
     assert plain.job_variables == {}
     assert "migrate" not in plain.parameters
     (migrating,) = build_deployments(
-        [Target("acme")], entrypoint_type=EntrypointType.MODULE_PATH, migrate=True
+        [Target("acme")], entrypoint_type=EntrypointType.MODULE_PATH, parameters={"migrate": True}
     )
     assert migrating.parameters["migrate"] is True
     assert migrating.job_variables == {}
@@ -100,6 +102,7 @@ def test_interval_schedule_is_the_default() -> None:
         ([], {}, "no target"),
         ([Target("a"), Target("a", "k")], {}, "distinct"),
         ([Target("a"), Target("b")], {}, "Secret block"),
+        ([Target("a")], {"parameters": {"database_url": "postgresql://u:pw@h/db"}}, "environment"),
     ],
 )
 def test_deployment_errors(targets: list[Target], options: dict[str, Any], message: str) -> None:

@@ -1,10 +1,9 @@
 """PhalaClient's configuration: the headers every request carries, and what it refuses before
-any request (unknown version, missing key, bad settings).
+any request (unknown version, missing key). Every other value is validated by Settings, once
+(tests/sync/test_settings.py).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import httpx
 import pytest
@@ -62,23 +61,6 @@ def test_missing_key_is_refused_before_any_request(key: SecretStr | str | None) 
     with pytest.raises(ConfigError, match="PHALA_CLOUD_API_KEY"):
         make_client(api, api_key=key)
     assert api.requests == []
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"base_url": "cloud-api.phala.com/api/v1"}, "PHALA_CLOUD_API_PREFIX"),
-        ({"base_url": "ftp://cloud-api.phala.com/api/v1"}, "PHALA_CLOUD_API_PREFIX"),
-        ({"page_size": 0}, "page_size"),
-        ({"page_size": 101}, "page_size"),
-        ({"concurrency": 0}, "concurrency"),
-        ({"timeout": 0}, "timeout"),
-        ({"validation_policy": "lenient"}, "validation_policy"),
-    ],
-)
-def test_bad_settings_are_config_errors(kwargs: dict[str, Any], match: str) -> None:
-    with pytest.raises(ConfigError, match=match):
-        make_client(FakeApi(total=0), **kwargs)
 
 
 def test_plain_string_key_and_trailing_slash(monkeypatch: pytest.MonkeyPatch) -> None:

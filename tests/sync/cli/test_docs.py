@@ -12,20 +12,11 @@ from sqlalchemy import Engine, text
 
 import sync.errors
 from sync.cli import cli
-from sync.settings import Settings
+from sync.settings import MISSING_KEY, PASSWORD_PARAMETER, Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[3]
 README = (ROOT / "README.md").read_text()
 OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
-
-
-def env_name(field: str) -> str:
-    """The environment variable of a Settings field (its alias, else PHALA_SYNC_<FIELD>)."""
-    alias = Settings.model_fields[field].validation_alias
-    choices = getattr(alias, "choices", None)
-    if choices:
-        return str(choices[0])
-    return f"PHALA_SYNC_{field.upper()}"
 
 
 def _config_rows() -> dict[str, list[str]]:
@@ -60,6 +51,11 @@ def test_readme_mentions_every_command_and_the_two_quick_start_commands() -> Non
     with click.Context(cli) as ctx:
         for name in cli.list_commands(ctx):
             assert f"phala-sync {name}" in README or f"`{name}`" in README, name
+
+
+def test_operations_quotes_the_one_missing_key_and_password_messages() -> None:
+    for message in (MISSING_KEY, PASSWORD_PARAMETER):
+        assert f"| `{message}` |" in OPERATIONS, message
 
 
 def test_operations_names_every_error_class() -> None:
