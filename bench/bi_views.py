@@ -22,7 +22,6 @@ is shared: figures mean something only next to it).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import os
 import random
@@ -36,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.benchdb import DEFAULT_POSTGRES_URL, ensure_postgres_database, fresh_database
 from sync.store.engine import make_engine
-from sync.store.migrate import upgrade
+from sync.store.migrate import revision_module, upgrade
 
 START = datetime(2026, 1, 1, 3, 0, tzinfo=UTC)
 REGIONS = (
@@ -161,7 +160,7 @@ def build(url: str, cvms: int, days: int, churn: float, seed: int) -> dict[str, 
         _copy(cur, "cvm_history", hist_cols, history)
         cur.execute("ANALYZE")
         t0 = time.perf_counter()
-        for statement in _migration_0005().backfill_sql("postgresql"):
+        for statement in revision_module("0005").backfill_sql("postgresql"):
             cur.execute(statement)
         print(f"fleet_levels filled from the history in {time.perf_counter() - t0:.1f} s "
               "(migration 0005's backfill)")  # fmt: skip
@@ -176,17 +175,6 @@ def build(url: str, cvms: int, days: int, churn: float, seed: int) -> dict[str, 
         raw.close()
         engine.dispose()
     return {"sync_runs": len(runs), "cvm_history": len(history), "cvms": len(latest)}
-
-
-def _migration_0005() -> Any:
-    """Migration 0005, whose backfill fills ``fleet_levels`` from history inserted directly."""
-    path = Path(__file__).resolve().parents[1] / "migrations/versions/0005_fleet_levels.py"
-    spec = importlib.util.spec_from_file_location("migration_0005", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _timed(engine: Any, repeat: int, run: Any) -> tuple[float, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from enum import Enum
 from pathlib import Path
+from types import ModuleType
 
 from alembic import command
 from alembic.config import Config
@@ -52,6 +53,14 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
+
+
+def revision_module(revision: str) -> ModuleType:
+    """The module of one revision (its file name is not an importable name), as Alembic loads
+    it: for tools and tests that reuse a revision's SQL (e.g. 0005's backfill)."""
+    script = ScriptDirectory.from_config(alembic_config()).get_revision(revision)
+    assert script is not None, revision
+    return script.module
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -8,34 +8,21 @@ CVMs pass ownership between them and one is retired. Both databases.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, inspect, text
 
 from sync.clock import SteppingClock, use_clock
-from sync.store.migrate import downgrade, upgrade
+from sync.store.migrate import downgrade, revision_module, upgrade
 from sync.targets import retire_target
 from tests.reliability.conftest import new_harness
 from tests.sync.store.test_views import START, evolve_and_sync
 
-MIGRATION = Path(__file__).resolve().parents[3] / "migrations/versions/0005_fleet_levels.py"
 _KEY = ("day", "target", "status", "region", "workspace_id", "instance_type")
-
-
-def migration_0005() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("migration_0005", MIGRATION)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _rows(conn: Connection, view: str) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -60,7 +47,7 @@ def assert_levels_equal_rebuilt(engine: Engine) -> int:
     with engine.connect() as conn, conn.begin() as tx:
         kept = {v: _rows(conn, v) for v in ("fleet_daily", "fleet_daily_usage")}
         conn.execute(text("DELETE FROM fleet_levels"))
-        for statement in migration_0005().backfill_sql(engine.dialect.name):
+        for statement in revision_module("0005").backfill_sql(engine.dialect.name):
             conn.execute(text(statement))
         rebuilt = {v: _rows(conn, v) for v in ("fleet_daily", "fleet_daily_usage")}
         tx.rollback()

@@ -37,6 +37,17 @@ def decimal(text: Any) -> Decimal | None:
     return value if value.is_finite() and value >= 0 and "e" not in text.lower() else None
 
 
+def rates(h: dict[str, Any]) -> tuple[Decimal | None, Decimal | None]:
+    """A state's compute and storage rates, USD per hour (docs/schema.md), None if unknown."""
+    compute = decimal(h["hourly_rate_compute"])
+    if compute is None and h["billing_period"] == "hourly":
+        compute = decimal(h["compute_billing_price"])
+    storage = decimal(h["hourly_rate_disk"])
+    if storage is None and h["disk_gb"] is not None:
+        storage = h["disk_gb"] * STORAGE_RATE
+    return compute, storage
+
+
 def midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
@@ -140,14 +151,9 @@ class History:
             compute: Decimal | None = Decimal(0)
             storage: Decimal | None = Decimal(0)
             for h, hours in parts:
+                rate, disk_rate = rates(h)
                 if h["status"] == "running" and compute is not None:
-                    rate = decimal(h["hourly_rate_compute"])
-                    if rate is None and h["billing_period"] == "hourly":
-                        rate = decimal(h["compute_billing_price"])
                     compute = None if rate is None else compute + hours * rate
-                disk_rate = decimal(h["hourly_rate_disk"])
-                if disk_rate is None and h["disk_gb"] is not None:
-                    disk_rate = h["disk_gb"] * STORAGE_RATE
                 if storage is not None:
                     storage = None if disk_rate is None else storage + hours * disk_rate
             out[key] = {
@@ -172,12 +178,7 @@ class History:
                 continue
             start = h["valid_from"]
             end = min(h["valid_to"] or span.last_at, span.last_at)
-            compute = decimal(h["hourly_rate_compute"])
-            if compute is None and h["billing_period"] == "hourly":
-                compute = decimal(h["compute_billing_price"])
-            storage = decimal(h["hourly_rate_disk"])
-            if storage is None and h["disk_gb"] is not None:
-                storage = h["disk_gb"] * STORAGE_RATE
+            compute, storage = rates(h)
             running = h["status"] == "running"
             for day in span.days():
                 lo, hi = max(start, midnight(day)), min(end, midnight(day + DAY))
