@@ -150,6 +150,17 @@ async def read_listing(
             if on_page is not None:
                 on_page(endpoint, listing.pages, listing.planned, items + listing.items)
         stager.flush()
+        log.debug(
+            "%s listing pass %d: %d pages, %d items, %d quarantined, total %s",
+            endpoint,
+            pass_no,
+            listing.pages,
+            listing.items,
+            listing.quarantined,
+            "..".join(str(t) for t in sorted({min(listing.totals), max(listing.totals)}))
+            if listing.totals
+            else "-",
+        )
         pages_read += listing.pages
         items += listing.items
         quarantined += listing.quarantined

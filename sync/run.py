@@ -209,19 +209,22 @@ async def fetch_and_stage(
         "stage": stager.seconds,
     }
     fetched = FetchResult(listings, timings=timings)
-    invalid, considered = fetched.quarantined, fetched.considered
-    if (
-        settings.validation_policy == "quarantine"
-        and considered
-        and (invalid / considered > settings.max_invalid_share)
-    ):
+    share = _over_invalid_share(settings, fetched.quarantined, fetched.considered)
+    if settings.validation_policy == "quarantine" and share is not None:
         raise TooManyInvalidItemsError(
-            f"{invalid} of {considered} items failed validation against API version "
-            f"{settings.api_version} ({invalid / considered:.1%} > the allowed "
-            f"{settings.max_invalid_share:.1%}); see quarantined_items for run {run_id}. "
+            f"{fetched.quarantined} of {fetched.considered} items failed validation against API "
+            f"version {settings.api_version} ({share}); see quarantined_items for run {run_id}. "
             "If the API changed, pin a supported version or raise PHALA_SYNC_MAX_INVALID_SHARE"
         )
     return fetched
+
+
+def _over_invalid_share(settings: Settings, invalid: int, considered: int) -> str | None:
+    """The one judgment of the invalid share: ``"x% > the allowed y%"`` when ``invalid`` of
+    ``considered`` items is over ``max_invalid_share``, else None."""
+    if not considered or invalid / considered <= settings.max_invalid_share:
+        return None
+    return f"{invalid / considered:.1%} > the allowed {settings.max_invalid_share:.1%}"
 
 
 def _ledger_values(
@@ -259,12 +262,11 @@ def _check_refused(settings: Settings, fetch: FetchResult, refused: list[Rejecti
             "quarantined_items and store the rest"
         )
     invalid = fetch.quarantined + len(refused)
-    considered = fetch.considered
-    if considered and invalid / considered > settings.max_invalid_share:
+    share = _over_invalid_share(settings, invalid, fetch.considered)
+    if share is not None:
         raise UnstorableItemError(
-            f"{invalid} of {considered} items were invalid or refused by the database "
-            f"({invalid / considered:.1%} > the allowed {settings.max_invalid_share:.1%}), e.g. "
-            f"{first.error}"
+            f"{invalid} of {fetch.considered} items were invalid or refused by the database "
+            f"({share}), e.g. {first.error}"
         )
     for item in refused:
         log.warning("quarantined %s", item.error)

@@ -11,8 +11,9 @@ requests its ``path`` and parses each page with :func:`~sync.api.pages.parse_pag
 
 A listing fetches page 1, learns the page count from it, then fetches pages 2..N with at most
 ``concurrency`` requests in flight: exactly the pages page 1 announced, even when a later page
-announces another count or ``total`` (logged as a warning: the fleet changed during the listing).
-The caller judges whether a listing is complete from the pages' numbers, ``total`` and ``pages``.
+announces another count or ``total``. The client keeps no count of a listing and judges nothing
+of it: the caller (:class:`sync.listing.ListingPass`) judges whether a listing is complete from
+the pages' numbers, ``total`` and ``pages``, and says so.
 Requests in flight plus fetched pages not yet handed to the caller never exceed ``concurrency``,
 so memory does not grow with the fleet. If a request fails for good the iterator raises that
 error after cancelling (and awaiting) the other requests; leaving the ``async for`` early, or
@@ -231,10 +232,6 @@ class PhalaClient:
         """Pages 1..N of ``spec``'s endpoint as they arrive, N the page count page 1 announced."""
         first = await self._fetch_page(spec, known, 1)
         planned_pages = max(1, first.pages)
-        # for the debug line at the end
-        pages_fetched, items, quarantined = 1, len(first.items), len(first.rejections)
-        min_total = max_total = first.total
-        fleet_changed = False
         yield first
 
         pending: dict[asyncio.Task[Page[_ItemT]], int] = {}
@@ -259,46 +256,13 @@ class PhalaClient:
                         task.result()  # raises it; the finally clause cancels the others
                 for task in sorted(done, key=pending.__getitem__):
                     del pending[task]
-                    page = task.result()
-                    pages_fetched += 1
-                    items += len(page.items)
-                    quarantined += len(page.rejections)
-                    min_total = min(min_total, page.total)
-                    max_total = max(max_total, page.total)
-                    if not fleet_changed and (page.total, page.pages) != (first.total, first.pages):
-                        fleet_changed = True
-                        self._warn_fleet_changed(first, page, planned_pages)
-                    yield page
+                    yield task.result()
                     fill()
         finally:
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-        logger.debug(
-            "%s listing finished: %d pages, %d items, %d quarantined, total %d..%d%s",
-            spec.name,
-            pages_fetched,
-            items,
-            quarantined,
-            min_total,
-            max_total,
-            " (the fleet changed during the listing)" if fleet_changed else "",
-        )
-
-    @staticmethod
-    def _warn_fleet_changed(first: Page[_ItemT], page: Page[_ItemT], planned_pages: int) -> None:
-        logger.warning(
-            "%s page %d announces %d items in %d pages, page 1 announced %d in %d: the fleet "
-            "changed during the listing; fetching the %d planned pages",
-            page.endpoint,
-            page.number,
-            page.total,
-            page.pages,
-            first.total,
-            first.pages,
-            planned_pages,
-        )
 
     # Fetching one page, in layers (as httpx sends a request):
     # - _fetch_page: the retry loop, counting attempts and invalid bodies;

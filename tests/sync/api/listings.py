@@ -2,22 +2,17 @@
 
 The client keeps no record of a listing: whether one is complete is judged from the pages it
 yields, by the run's own judgment (:class:`sync.listing.ListingPass`). :class:`PagesSeen` gathers
-the pages for it, and :func:`fleet_change_warnings` finds the warning the client logs when the
-fleet changed.
+the pages for it.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sync.api.pages import Page
 from sync.listing import ListingPass
-
-#: What the client's warning says when a page announces another total or page count than page 1.
-FLEET_CHANGED = "the fleet changed during the listing"
 
 
 @dataclass
@@ -83,14 +78,3 @@ class PagesSeen:
             and self.listed is not None
             and self.listed.incompleteness() is None
         )
-
-
-def fleet_change_warnings(records: Iterable[logging.LogRecord]) -> list[str]:
-    """The messages of the client's warnings that the fleet changed during a listing."""
-    return [
-        record.getMessage()
-        for record in records
-        if record.name == "sync.api.client"
-        and record.levelno == logging.WARNING
-        and FLEET_CHANGED in record.getMessage()
-    ]
