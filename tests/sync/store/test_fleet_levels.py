@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from sync.clock import SteppingClock, use_clock
 from sync.store.migrate import downgrade, revision_module, upgrade
 from sync.targets import retire_target
 from tests.reliability.conftest import new_harness
-from tests.sync.store.test_views import START, evolve_and_sync
+from tests.sync.store.test_views import START, close, evolve_and_sync
 
 _KEY = ("day", "target", "status", "region", "workspace_id", "instance_type")
 
@@ -33,12 +32,6 @@ def _rows(conn: Connection, view: str) -> dict[tuple[Any, ...], dict[str, Any]]:
         assert key not in out, f"{view}: two rows for {key}"
         out[key] = {k: v for k, v in row.items() if k not in _KEY}
     return out
-
-
-def _same(a: Any, b: Any) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return abs(Decimal(str(a)) - Decimal(str(b))) <= Decimal("0.000002")
 
 
 def assert_levels_equal_rebuilt(engine: Engine) -> int:
@@ -55,7 +48,7 @@ def assert_levels_equal_rebuilt(engine: Engine) -> int:
         assert set(kept[view]) == set(rebuilt[view]), view
         for key, row in kept[view].items():
             other = rebuilt[view][key]
-            assert all(_same(row[c], other[c]) for c in row), (view, key, row, other)
+            assert all(close(row[c], other[c]) for c in row), (view, key, row, other)
     return len(kept["fleet_daily"])
 
 
@@ -145,4 +138,4 @@ def test_the_upgrade_to_0005_keeps_every_figure_of_fleet_daily(
     assert len(live) > 30
     assert set(kept) == set(live)
     for key, row in live.items():
-        assert all(_same(row[c], kept[key][c]) for c in row), (key, row, kept[key])
+        assert all(close(row[c], kept[key][c]) for c in row), (key, row, kept[key])

@@ -7,6 +7,7 @@ SQL computes with interval arithmetic, this computes by walking days and states.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -130,10 +131,8 @@ class History:
             for k, v in out.items()
         }
 
-    # -------------------------------------------------------------------------- cvm_daily_usage
-    def daily_usage(self) -> dict[tuple[Any, ...], dict[str, Any]]:
-        """(day, target, vm_uuid) -> hours, costs and the day's last state's dimensions."""
-        pieces: dict[tuple[Any, ...], list[tuple[dict[str, Any], Decimal]]] = defaultdict(list)
+    def pieces(self) -> Iterator[tuple[dict[str, Any], date, Decimal]]:
+        """Each state's hours on each day of its target's span (up to its latest run), > 0."""
         for h in self.states:
             span = self.spans.get(h["target"])
             if span is None:
@@ -143,8 +142,14 @@ class History:
             for day in span.days():
                 lo, hi = max(start, midnight(day)), min(end, midnight(day + DAY))
                 if hi > lo:
-                    seconds = Decimal((hi - lo) // timedelta(microseconds=1)) / 1_000_000
-                    pieces[(day, h["target"], h["vm_uuid"])].append((h, seconds / 3600))
+                    yield h, day, Decimal((hi - lo) // timedelta(microseconds=1)) / 3_600_000_000
+
+    # -------------------------------------------------------------------------- cvm_daily_usage
+    def daily_usage(self) -> dict[tuple[Any, ...], dict[str, Any]]:
+        """(day, target, vm_uuid) -> hours, costs and the day's last state's dimensions."""
+        pieces: dict[tuple[Any, ...], list[tuple[dict[str, Any], Decimal]]] = defaultdict(list)
+        for h, day, hours in self.pieces():
+            pieces[(day, h["target"], h["vm_uuid"])].append((h, hours))
         out = {}
         for key, parts in pieces.items():
             last = max(parts, key=lambda p: p[0]["valid_from"])[0]
@@ -172,37 +177,27 @@ class History:
         """(day, target, status, region, workspace_id, instance_type) -> CVM-hours and costs: each
         state's hours of each day, summed by the state's own dimensions."""
         out: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for h in self.states:
-            span = self.spans.get(h["target"])
-            if span is None:
-                continue
-            start = h["valid_from"]
-            end = min(h["valid_to"] or span.last_at, span.last_at)
+        for h, day, hours in self.pieces():
             compute, storage = rates(h)
             running = h["status"] == "running"
-            for day in span.days():
-                lo, hi = max(start, midnight(day)), min(end, midnight(day + DAY))
-                if hi <= lo:
-                    continue
-                hours = Decimal((hi - lo) // timedelta(microseconds=1)) / 3_600_000_000
-                key = (day, h["target"], h["status"], self.regions.get(h["node_id"]),
-                       h["workspace_id"], h["instance_type"])  # fmt: skip
-                acc = out.setdefault(
-                    key,
-                    {"existing_hours": Decimal(0), "running_hours": Decimal(0),
-                     "compute_cost_usd": Decimal(0), "storage_cost_usd": Decimal(0)},
-                )  # fmt: skip
-                acc["existing_hours"] += hours
-                if running:
-                    acc["running_hours"] += hours
-                    if acc["compute_cost_usd"] is not None:
-                        acc["compute_cost_usd"] = (
-                            None if compute is None else acc["compute_cost_usd"] + hours * compute
-                        )
-                if acc["storage_cost_usd"] is not None:
-                    acc["storage_cost_usd"] = (
-                        None if storage is None else acc["storage_cost_usd"] + hours * storage
+            key = (day, h["target"], h["status"], self.regions.get(h["node_id"]),
+                   h["workspace_id"], h["instance_type"])  # fmt: skip
+            acc = out.setdefault(
+                key,
+                {"existing_hours": Decimal(0), "running_hours": Decimal(0),
+                 "compute_cost_usd": Decimal(0), "storage_cost_usd": Decimal(0)},
+            )  # fmt: skip
+            acc["existing_hours"] += hours
+            if running:
+                acc["running_hours"] += hours
+                if acc["compute_cost_usd"] is not None:
+                    acc["compute_cost_usd"] = (
+                        None if compute is None else acc["compute_cost_usd"] + hours * compute
                     )
+            if acc["storage_cost_usd"] is not None:
+                acc["storage_cost_usd"] = (
+                    None if storage is None else acc["storage_cost_usd"] + hours * storage
+                )
         return out
 
     # ------------------------------------------------------------------------------- cvm_states
