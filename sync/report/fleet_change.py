@@ -66,32 +66,29 @@ def compare_rows(
     return out
 
 
+def _counts(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, Any, int]]:
+    """``(status, region, cvms)`` rows of a ``GROUP BY status, region`` count query."""
+    return [(s, r, int(n)) for s, r, n in conn.execute(text(sql), params)]
+
+
 def fleet_change(engine: Engine, target: str, run_id: int) -> FleetChange:
     """The fleet of ``target`` by status and region after run ``run_id`` and after the previous
     successful run (nothing before a first run)."""
     with engine.connect() as conn:
-        now = [
-            (s, r, int(n))
-            for s, r, n in conn.execute(
-                text(
-                    "SELECT status, region, COUNT(*) FROM current_cvms WHERE target = :target"
-                    " GROUP BY status, region"
-                ),
-                {"target": target},
-            )
-        ]
+        now = _counts(
+            conn,
+            "SELECT status, region, COUNT(*) FROM current_cvms WHERE target = :target"
+            " GROUP BY status, region",
+            {"target": target},
+        )
         previous = _previous_run(conn, target, run_id)
         before: list[tuple[Any, Any, int]] = []
         if previous is not None:
-            before = [
-                (s, r, int(n))
-                for s, r, n in conn.execute(
-                    text(
-                        "SELECT status, region, COUNT(*) FROM cvm_states WHERE target = :target"
-                        " AND valid_from <= :at AND (valid_to IS NULL OR valid_to > :at)"
-                        " GROUP BY status, region"
-                    ),
-                    {"target": target, "at": previous[1]},
-                )
-            ]
+            before = _counts(
+                conn,
+                "SELECT status, region, COUNT(*) FROM cvm_states WHERE target = :target"
+                " AND valid_from <= :at AND (valid_to IS NULL OR valid_to > :at)"
+                " GROUP BY status, region",
+                {"target": target, "at": previous[1]},
+            )
     return FleetChange(None if previous is None else previous[0], tuple(compare_rows(now, before)))
