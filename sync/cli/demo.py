@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 from sync import clock
+from sync.cli.options import file_option
 from sync.cli.prefect import run_sync_flow
 from sync.present import change_line, change_tally, sort_changes, summary_text, table
 from sync.store import queries
@@ -192,12 +193,10 @@ def _show_results(
 
 
 @click.command()
-@click.option(
+@file_option(
     "--database",
     "database_path",
-    type=click.Path(dir_okay=False, path_type=Path),
     default=Path("phala-sync-demo.db"),
-    show_default=True,
     help="SQLite file to (re)create for the demo.",
 )
 @click.option(
@@ -211,12 +210,10 @@ def _show_results(
     show_default=True,
     help="Syncs, one per simulated day.",
 )
-@click.option(
+@file_option(
     "--report",
     "report_path",
-    type=click.Path(dir_okay=False, path_type=Path),
     default=Path("phala-sync-demo-report.html"),
-    show_default=True,
     help="Where to write the fleet report.",
 )
 def demo(database_path: Path, cvms: int, seed: int, runs: int, report_path: Path) -> None:

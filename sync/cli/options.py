@@ -66,6 +66,17 @@ def retries_option(default: int) -> Callable[[F], F]:
     )
 
 
+def file_option(*names: str, default: Path, help: str) -> Callable[[F], F]:
+    """A file path option (not a directory) with a default file, shown in ``--help``."""
+    return click.option(
+        *names,
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=default,
+        show_default=True,
+        help=help,
+    )
+
+
 def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from sync.cli.options import database_option, open_database, utc_day
+from sync.cli.options import database_option, file_option, open_database, utc_day
 from sync.settings import build_settings
 
 
@@ -26,13 +26,7 @@ from sync.settings import build_settings
     callback=utc_day,
     help="Last UTC day (default: the latest day with a successful run).",
 )
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("fleet-report.html"),
-    show_default=True,
-    help="The HTML file to write.",
-)
+@file_option("--out", default=Path("fleet-report.html"), help="The HTML file to write.")
 def report(
     database_url: str | None,
     target: str | None,
