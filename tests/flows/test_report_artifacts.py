@@ -6,7 +6,6 @@ and on PostgreSQL.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -15,31 +14,16 @@ import pytest
 from prefect.client.schemas.objects import State
 from sqlalchemy import Engine, text
 
-from flows.sync_flow import report_path, sync_flow
+from flows.sync_flow import report_path
 from simulator import SimulatorServer
 from tests.flow_fixtures import FLEET
-from tests.flows.test_sync_flow import _records
+from tests.flows.test_sync_flow import TARGET, _flow, _records
 
 pytestmark = [
     pytest.mark.prefect,
     pytest.mark.xdist_group("prefect"),
     pytest.mark.usefixtures("prefect_api_url", "api_key_env"),
 ]
-TARGET = "flowtest"
-
-
-def _flow(database_url: str, simulator: SimulatorServer) -> State[Any]:
-    async def call() -> State[Any]:
-        return await sync_flow(
-            target=TARGET,
-            base_url=simulator.base_url,
-            database_url=database_url,
-            page_size=50,
-            fetch_retry_delay_seconds=0,
-            return_state=True,
-        )
-
-    return asyncio.run(call())
 
 
 def _artifacts(state: State[Any]) -> dict[str, Any]:
@@ -61,7 +45,7 @@ def test_fleet_artifact_and_report_dir(
 ) -> None:
     reports = tmp_path / "reports"
     monkeypatch.setenv("PHALA_SYNC_REPORT_DIR", str(reports))
-    first = _flow(database_url, simulator)
+    first = _flow(database_url, simulator, page_size=50)
     assert first.is_completed(), first.message
     first_fleet = _table(_artifacts(first)["phala-sync-flowtest-fleet"])
     assert first_fleet[-1] == {
@@ -73,7 +57,7 @@ def test_fleet_artifact_and_report_dir(
     }
 
     simulator.fleet.evolve({"create": 3, "delete": 2, "restart": 2}, seed=11)
-    second = _flow(database_url, simulator)
+    second = _flow(database_url, simulator, page_size=50)
     assert second.is_completed(), second.message
     artifacts = _artifacts(second)
     assert {

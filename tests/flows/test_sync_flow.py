@@ -39,15 +39,18 @@ pytestmark = [
     pytest.mark.xdist_group("prefect"),
     pytest.mark.usefixtures("prefect_api_url", "api_key_env"),
 ]
+TARGET = "flowtest"
 
 
-def _flow(database_url: str, simulator: SimulatorServer, **params: Any) -> State[Any]:
+def _flow(
+    database_url: str, simulator: SimulatorServer, *, page_size: int = 25, **params: Any
+) -> State[Any]:
     async def call() -> State[Any]:
         return await sync_flow(
-            target="flowtest",
+            target=TARGET,
             base_url=simulator.base_url,
             database_url=database_url,
-            page_size=25,
+            page_size=page_size,
             fetch_retry_delay_seconds=0,
             return_state=True,
             **params,
