@@ -68,16 +68,9 @@ def main() -> None:
     # run_sync's apply calls finish_run by the name sync.run imported.
     sync.run.finish_run = step("ledger", ledger_module.finish_run)  # type: ignore[attr-defined]
 
-    settings = Settings(
-        base_url=args.base_url,
-        database_url=args.database_url,
-        page_size=args.page_size,
-        concurrency=args.concurrency,
-        target=args.target,
-        lock_timeout=30,
-        max_attempts=2,
-        backoff_base=0.01,
-    )
+    # The arguments but --pause-in-apply are settings, by the same names.
+    options = {name: value for name, value in vars(args).items() if name != "pause_in_apply"}
+    settings = Settings(**options, lock_timeout=30, max_attempts=2, backoff_base=0.01)
     engine = make_engine(settings.database_url)
     say("ready")
     summary = run_sync(engine, settings)
