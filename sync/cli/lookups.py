@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from sync.cli.group import CliError
-from sync.cli.options import database_option, json_option, open_database, utc_day
+from sync.cli.options import database_option, day_option, json_option, open_database
 from sync.present import change_tally, table, to_json
 from sync.records import ENTITY_TYPES
 from sync.settings import build_settings
@@ -153,8 +153,8 @@ def changes(
 @click.command()
 @database_option
 @click.option("--target", help="Only this target's CVMs [default: every target, summed].")
-@click.option("--since", metavar="DAY", callback=utc_day, help="From this UTC day on (YYYY-MM-DD).")
-@click.option("--until", metavar="DAY", callback=utc_day, help="Up to this UTC day, included.")
+@day_option("--since", help="From this UTC day on (YYYY-MM-DD).")
+@day_option("--until", help="Up to this UTC day, included.")
 @click.option(
     "--by",
     type=click.Choice(list(views.FLEET_DIMENSIONS)),

@@ -66,6 +66,11 @@ def retries_option(default: int) -> Callable[[F], F]:
     )
 
 
+def day_option(name: str, *, help: str) -> Callable[[F], F]:
+    """A UTC day option (``--since``, ``--until``): a date, checked by :func:`utc_day`."""
+    return click.option(name, metavar="DAY", callback=utc_day, help=help)
+
+
 def file_option(*names: str, default: Path, help: str) -> Callable[[F], F]:
     """A file path option (not a directory) with a default file, shown in ``--help``."""
     return click.option(

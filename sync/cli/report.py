@@ -7,25 +7,15 @@ from pathlib import Path
 
 import click
 
-from sync.cli.options import database_option, file_option, open_database, utc_day
+from sync.cli.options import database_option, day_option, file_option, open_database
 from sync.settings import build_settings
 
 
 @click.command("report")
 @database_option
 @click.option("--target", help="The target to report (default: every target in the database).")
-@click.option(
-    "--since",
-    metavar="DAY",
-    callback=utc_day,
-    help="First UTC day (default: the 30 days up to --until).",
-)
-@click.option(
-    "--until",
-    metavar="DAY",
-    callback=utc_day,
-    help="Last UTC day (default: the latest day with a successful run).",
-)
+@day_option("--since", help="First UTC day (default: the 30 days up to --until).")
+@day_option("--until", help="Last UTC day (default: the latest day with a successful run).")
 @file_option("--out", default=Path("fleet-report.html"), help="The HTML file to write.")
 def report(
     database_url: str | None,
