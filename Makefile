@@ -8,7 +8,12 @@ PYTEST_ARGS ?=
 ## processes a good part of the time, so 3 keep 2 cores busy); WORKERS=0 runs in one process.
 WORKERS ?= 3
 XDIST   := -n $(WORKERS) --dist loadgroup
-FAST    := not slow and not prefect and not subprocess
+## make test-fast leaves out what is slow, starts Prefect or a child process, and the PostgreSQL
+## runs of tests that also run on SQLite; it draws fewer Hypothesis examples (profile "edit").
+FAST    ?= not slow and not prefect and not subprocess and not postgres_twin
+FAST_PROFILE ?= edit
+## The `alone` tests (wall-clock bounds): after the parallel part, two at a time (WORKERS=0: one).
+ALONE   := -n $(if $(filter 0,$(WORKERS)),0,2) --dist load
 
 .PHONY: install lint format typecheck test test-fast demo bench deps-check clean
 
@@ -34,15 +39,15 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 ## The whole suite: lint, type check, then every test (PostgreSQL ones too, where it is reachable).
-## Tests marked `alone` (wall-clock bounds) run afterwards in one process, with the machine to
-## themselves; exit status 5 (none selected, e.g. by PYTEST_ARGS) is not a failure there.
+## Tests marked `alone` (wall-clock bounds) run afterwards with nothing else running; exit status 5
+## (none selected, e.g. by PYTEST_ARGS) is not a failure there.
 test: lint typecheck
 	$(BIN)/python -m pytest $(XDIST) -m "not alone" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -p no:xdist -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest $(ALONE) -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 ## The edit loop's tests: no Prefect server or flow, no child process, nothing slow (see README).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest $(XDIST) -m "$(FAST)" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "$(FAST)" --hypothesis-profile=$(FAST_PROFILE) $(PYTEST_ARGS)
 
 ## Simulator + SQLite, two syncs with fleet changes between them, then what changed.
 demo: $(STAMP)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
@@ -40,6 +41,12 @@ os.environ.pop("PHALA_CLOUD_API_PREFIX", None)
 
 #: The Prefect test server and the served simulator, for tests/flows and tests/sync/cli.
 pytest_plugins = ("tests.flow_fixtures",)
+
+#: Hypothesis profiles: the default one is the tests' own example counts (make test); "edit"
+#: (make test-fast, ``--hypothesis-profile=edit``) draws at most 10 examples per property, as
+#: Hypothesis's documentation suggests for a development loop. Cases are derandomized, so both
+#: profiles draw the same first examples.
+settings.register_profile("edit", max_examples=10)
 
 DEFAULT_TEST_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -106,7 +113,11 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'phala-sync.db'}"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+#: The marks of a test's PostgreSQL run when the same test runs on SQLite too.
+POSTGRES_TWIN = (pytest.mark.postgres, pytest.mark.postgres_twin)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=POSTGRES_TWIN)])
 def database_url(request: pytest.FixtureRequest) -> str:
     """Each test using it runs twice: on SQLite and on the real PostgreSQL."""
     name = "sqlite_url" if request.param == "sqlite" else "postgres_url"

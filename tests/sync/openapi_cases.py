@@ -40,9 +40,10 @@ requires_spec = pytest.mark.skipif(
     reason=f"the OpenAPI reference is missing ({SPEC_PATH}): schema-driven cases cannot be built",
 )
 
-#: Modest settings: the item schemas are large and the suite must stay fast.
+#: Modest settings: the item schemas are large and the suite must stay fast. 50 examples, or
+#: fewer under a profile that draws fewer (tests/conftest.py: make test-fast's "edit").
 SCHEMA_SETTINGS = settings(
-    max_examples=50,
+    max_examples=min(50, settings().max_examples),
     derandomize=True,  # the same cases every run: CI is reproducible
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, text
 from sync.clock import SteppingClock, use_clock
 from sync.errors import RetriableApiError
 from sync.store.views import VIEW_NAMES
-from tests.conftest import shared_engine
+from tests.conftest import POSTGRES_TWIN, shared_engine
 from tests.reliability.conftest import Harness, new_harness
 from tests.sync.store.views_oracle import History, rows_of
 
@@ -114,7 +114,7 @@ _BUILD = pytest.StashKey[Any]()
             marks=[pytest.mark.xdist_group(f"evolved-{seed}-{kind}"), *marks],
         )
         for seed in (7, 23)
-        for kind, marks in (("sqlite", []), ("postgresql", [pytest.mark.postgres]))
+        for kind, marks in (("sqlite", []), ("postgresql", [*POSTGRES_TWIN]))
     ],
 )
 def evolved(
