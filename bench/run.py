@@ -5,7 +5,9 @@ Measures ``phala-sync sync`` as a user runs it: a separate process, against one 
 fleet size, next to the *floor* of the same fleet (fetching and ``json.loads``-ing every page of
 both endpoints, one after another, in a process of its own; best of 3). Scenarios: a first sync,
 an unchanged resync, a resync after 1% of the fleet changed; at the extra sizes also a first sync
-in ephemeral mode (no Prefect server configured) and a SQLite first sync + unchanged resync.
+in ephemeral mode (no Prefect server configured) and a SQLite first sync + unchanged resync. Then
+the same three syncs of a fleet that answers each request after a latency (``--latency``, default
+100 ms and 20,000 CVMs: a distant API), against a floor reading with the product's concurrency.
 Prints Markdown tables (ratio to the floor, CPU seconds and peak RSS of the sync process, the load
 average, the targets' verdicts, where the time goes) and writes everything to
 ``bench/results.json`` (git-ignored). How each figure is obtained: ``bench/README.md``.
@@ -63,6 +65,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default: 10000)",
     )
     p.add_argument("--no-ephemeral", action="store_true", help="skip the ephemeral-mode run")
+    p.add_argument(
+        "--latency",
+        default="100:20000",
+        help="fleets served with a latency per request, MS:CVMS comma-separated, or 'none' "
+        "(default: 100:20000)",
+    )
     p.add_argument("--seed", type=int, default=7, help="the simulated fleet's seed (default 7)")
     p.add_argument(
         "--postgres-url",
@@ -102,6 +110,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile-top", type=int, default=30, help="functions kept per profile")
     p.add_argument("--out", type=Path, help="results file (default bench/results.json)")
     return p.parse_args(argv)
+
+
+def _latencies(text: str) -> list[tuple[int, int]]:
+    """``--latency``: (milliseconds, CVMs) pairs; 'none' gives none."""
+    if text.strip() == "none":
+        return []
+    pairs = []
+    for part in text.split(","):
+        ms, sep, cvms = part.strip().partition(":")
+        if not sep or not ms.isdigit() or not cvms.isdigit() or int(ms) <= 0:
+            raise SystemExit(f"--latency: MS:CVMS pairs such as 100:20000, or 'none'; not {part!r}")
+        pairs.append((int(ms), int(cvms)))
+    return pairs
 
 
 def _git(*args: str) -> str:
@@ -192,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     if not dbs or dbs - {"postgres", "sqlite"}:
         raise SystemExit(f"--db: postgres, sqlite or both, not {args.db!r}")
     sizes = [10_000] if args.quick else sorted(int(s) for s in args.sizes.split(","))
+    latencies = _latencies(args.latency)
     extra = (
         set(sizes)
         if args.extra_sizes.strip() == "all"
@@ -202,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
         results["meta"]["postgres"] = pg_settings(pg)
     out: Path = args.out or HERE / "results.json"
     # The server's bound: generous for today's rates (about 1-3k CVMs/s; 6 syncs per size).
-    server_timeout = args.server_timeout or int(1800 + sum(sizes) * 6 / 500)
+    server_timeout = args.server_timeout or int(
+        1800 + (sum(sizes) + sum(n for _, n in latencies)) * 6 / 500
+    )
     results["meta"]["prefect_server_timeout_s"] = server_timeout
     workdir = Path(tempfile.mkdtemp(prefix="phala-sync-bench-"))
     try:
@@ -236,6 +260,13 @@ def main(argv: list[str] | None = None) -> None:
                     )
                 )
                 out.write_text(json.dumps(results, indent=1) + "\n")  # partial results so far
+            for ms, size in latencies:
+                results["fleets"].append(
+                    scenarios.fleet(
+                        bench, size, args.seed, extras=False, ephemeral=False, latency_ms=ms
+                    )
+                )
+                out.write_text(json.dumps(results, indent=1) + "\n")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["targets"] = report.targets(results)

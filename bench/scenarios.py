@@ -14,6 +14,11 @@ to the syncs of the same fleet:
 5. one evolve step changing 1% of the CVMs, then ``resync_1pct`` into the PostgreSQL database.
 
 The ratio of a run is its wall seconds over the best of the three floors.
+
+A fleet at a latency (``make bench``: 100 ms, 20k CVMs) is served with the simulator's fault
+``latency:ms=MS`` on every request, like a distant API. Its floor reads the pages with the
+product's default concurrency (:data:`CONCURRENCY` in flight), as the sync does; it gets steps 1,
+2 and 5 (the stage costs are the CPU of parsing, the same at any latency).
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ HERE = Path(__file__).resolve().parent
 PYTHON = str(BIN / "python")
 PHALA_SYNC = str(BIN / "phala-sync")
 FLOOR_RUNS = 3
+#: The product's default requests in flight, which a floor at a latency uses too.
+CONCURRENCY: int = Settings.model_fields["concurrency"].default
 
 
 @dataclass
@@ -103,19 +110,19 @@ def upgrade(bench: Bench, url: str) -> float:
     return round(m.wall_s, 2)
 
 
-def _page_tool(bench: Bench, script: str, base_url: str) -> Measured:
+def _page_tool(bench: Bench, script: str, base_url: str, *extra: str) -> Measured:
     """Run one of the tools that read every page (``bench/<script>``) in a process of its own."""
     return run_measured(
-        [PYTHON, str(HERE / script), base_url, str(PAGE_SIZE), API_VERSION],
+        [PYTHON, str(HERE / script), base_url, str(PAGE_SIZE), API_VERSION, *extra],
         env=clean_env({"PHALA_CLOUD_API_KEY": API_KEY}),
         cwd=bench.workdir,
         timeout_s=bench.run_timeout_s,
     )
 
 
-def floor(bench: Bench, base_url: str) -> dict[str, Any]:
+def floor(bench: Bench, base_url: str, concurrency: int = 1) -> dict[str, Any]:
     """One floor run (``bench/floor.py``) in a process of its own."""
-    m = _page_tool(bench, "floor.py", base_url)
+    m = _page_tool(bench, "floor.py", base_url, str(concurrency))
     if m.exit_code != 0:
         raise RuntimeError(f"the floor run failed ({_first_error_line(m)}):\n{_tail(m.stderr)}")
     result = parse_json(m.stdout)
@@ -146,6 +153,7 @@ def sync(
     base_url: str,
     simulator_pid: int,
     ephemeral_home: Path | None = None,
+    latency_ms: int = 0,
 ) -> dict[str, Any]:
     """One ``phala-sync sync --json`` as a user runs it; wall, CPU, peak RSS, its summary."""
     env = {
@@ -190,6 +198,7 @@ def sync(
     timings = summary.pop("timings", None)
     result: dict[str, Any] = {
         "size": size,
+        "latency_ms": latency_ms,
         "db": db,
         "mode": "ephemeral" if ephemeral_home is not None else "server",
         "scenario": scenario,
@@ -217,19 +226,36 @@ def sync(
 
 
 # ------------------------------------------------------------------------------ one fleet
-def fleet(bench: Bench, size: int, seed: int, *, extras: bool, ephemeral: bool) -> dict[str, Any]:
-    """Every scenario of one fleet size (see the module doc)."""
+def fleet(
+    bench: Bench, size: int, seed: int, *, extras: bool, ephemeral: bool, latency_ms: int = 0
+) -> dict[str, Any]:
+    """Every scenario of one fleet size, or those of a fleet at a latency (see the module doc)."""
     log = bench.log
-    out: dict[str, Any] = {"size": size, "seed": seed, "floor": {"runs": []}, "runs": []}
+    concurrency = CONCURRENCY if latency_ms else 1
+    out: dict[str, Any] = {
+        "size": size,
+        "latency_ms": latency_ms,
+        "floor_concurrency": concurrency,
+        "seed": seed,
+        "floor": {"runs": []},
+        "runs": [],
+    }
     floors: list[dict[str, Any]] = out["floor"]["runs"]
     runs: list[dict[str, Any]] = out["runs"]
     pg = bench.postgres_server
     databases: list[str] = []
     sqlite_dir = bench.workdir / f"sqlite-{size}"
-    log(f"\n[{size:,} CVMs] starting the simulator (prewarmed) ...")
+    at = f", {latency_ms} ms per request" if latency_ms else ""
+    log(f"\n[{size:,} CVMs{at}] starting the simulator (prewarmed) ...")
     start = time.perf_counter()
+    faults = [f"latency:ms={latency_ms}"] if latency_ms else []
     with SimulatorProcess(
-        api_key=API_KEY, cvms=size, seed=seed, prewarm=True, admin_token=ADMIN_TOKEN
+        api_key=API_KEY,
+        cvms=size,
+        seed=seed,
+        prewarm=True,
+        admin_token=ADMIN_TOKEN,
+        faults=faults,
     ) as sim:
         assert sim.process is not None
         base_url, sim_pid = sim.base_url, sim.process.pid
@@ -239,7 +265,7 @@ def fleet(bench: Bench, size: int, seed: int, *, extras: bool, ephemeral: bool) 
             return min(float(f["seconds"]) for f in floors)
 
         def take_floor() -> None:
-            floors.append(floor(bench, base_url))
+            floors.append(floor(bench, base_url, concurrency))
             f = floors[-1]
             log(
                 f"  floor #{len(floors)}        {f['seconds']:7.2f} s  "
@@ -255,6 +281,7 @@ def fleet(bench: Bench, size: int, seed: int, *, extras: bool, ephemeral: bool) 
                 url=url,
                 base_url=base_url,
                 simulator_pid=sim_pid,
+                latency_ms=latency_ms,
                 **kwargs,
             )
             runs.append(run)
@@ -282,14 +309,16 @@ def fleet(bench: Bench, size: int, seed: int, *, extras: bool, ephemeral: bool) 
 
         try:
             main_db = "postgres" if pg else "sqlite"
-            main_url = fresh_pg(f"phala_sync_bench_{size}") if pg else fresh_sqlite("main")
+            name = f"phala_sync_bench_{size}" + (f"_{latency_ms}ms" if latency_ms else "")
+            main_url = fresh_pg(name) if pg else fresh_sqlite("main")
             take_floor()
             measure("first", main_db, main_url)
             take_floor()
             measure("resync_unchanged", main_db, main_url)
             take_floor()
-            log("  stage costs (in-process parsing of the same pages) ...")
-            out["stage_costs"] = stage_costs(bench, base_url)
+            if not latency_ms:
+                log("  stage costs (in-process parsing of the same pages) ...")
+                out["stage_costs"] = stage_costs(bench, base_url)
             if extras and ephemeral:
                 home = bench.workdir / f"prefect-ephemeral-{size}"
                 home.mkdir()
