@@ -1,7 +1,9 @@
 """Staging: each validated page is written to ``sync_staging`` as it streams in.
 
-Memory stays flat in fleet size: a page is turned into rows, written in bulk (PostgreSQL ``COPY``,
-SQLite ``executemany``) and committed, and nothing of it is kept but keys and counts. Nodes,
+Memory stays flat in fleet size: a page is turned into rows, which wait for the commit (every
+``pages_per_commit`` pages) or until ``rows_per_write`` of them wait, then are written in bulk
+(PostgreSQL ``COPY``, SQLite ``executemany``); nothing of a page is kept after that but keys and
+counts. Nodes,
 workspaces and creators repeat on many CVMs, so each distinct observation of one is staged once per
 run. Staged rows never touch the inventory: only :mod:`sync.store.apply` does, atomically.
 
