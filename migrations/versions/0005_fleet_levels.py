@@ -19,11 +19,9 @@ Create Date: 2026-12-02 18:00:00.000000
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import NamedTuple
 
 import sqlalchemy as sa
@@ -81,10 +79,13 @@ SQLITE = _Dialect(
 
 
 def _bounds(d: _Dialect) -> str:
-    """Each target's succeeded runs: first and last finish, and their UTC days: 0003's CTE (its
-    ``_bounds`` reads only ``day``, which both migrations' dialects spell the same)."""
-    bounds: str = _revision_0003()._bounds(d)
-    return bounds
+    """Each target's succeeded runs: first and last finish, and their UTC days (as in 0003)."""
+    return f"""bounds AS (
+  SELECT target, MIN(finished_at) AS first_at, MAX(finished_at) AS last_at,
+         {d.day("MIN(finished_at)")} AS first_day, {d.day("MAX(finished_at)")} AS last_day
+  FROM sync_runs WHERE status = 'succeeded' AND finished_at IS NOT NULL
+  GROUP BY target
+)"""
 
 
 _CALENDAR = """calendar(target, day, last_day) AS (
@@ -302,9 +303,8 @@ def _create_table() -> None:
     )
 
 
-@functools.cache
-def _revision_0003() -> ModuleType:
-    """The 0003 module (its file name is not an importable module name), loaded once."""
+def _revision_0003() -> object:
+    """The 0003 module (its file name is not an importable module name)."""
     path = Path(__file__).with_name("0003_bi_views.py")
     spec = importlib.util.spec_from_file_location("phala_sync_migration_0003", path)
     assert spec is not None
@@ -327,7 +327,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP VIEW fleet_daily_usage")
     op.execute("DROP VIEW fleet_daily")
-    old = _revision_0003().view_sql(op.get_bind().dialect.name)
+    old = _revision_0003().view_sql(op.get_bind().dialect.name)  # type: ignore[attr-defined]
     op.execute(f"CREATE VIEW fleet_daily AS {old['fleet_daily']}")
     op.drop_index("ix_fleet_levels_target_valid_to", table_name="fleet_levels")
     op.drop_table("fleet_levels")
