@@ -28,6 +28,19 @@ def copy_rows(
             copy.write_row(row)
 
 
+def insert_tuples(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """Insert tuples (values in ``columns`` order, JSON already text) by the dialect's fastest
+    path."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        copy_rows(conn, table, columns, rows)
+    else:
+        conn.execute(insert(table), [dict(zip(columns, r, strict=True)) for r in rows])
+
+
 def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Insert dict rows that all have the same keys, by the dialect's fastest path."""
     if not rows:

@@ -2,10 +2,9 @@
 
 Memory stays flat in fleet size: a page is turned into rows, which wait for the commit (every
 ``pages_per_commit`` pages) or until ``rows_per_write`` of them wait, then are written in bulk
-(PostgreSQL ``COPY``, SQLite ``executemany``); nothing of a page is kept after that but keys and
-counts. Nodes,
-workspaces and creators repeat on many CVMs, so each distinct observation of one is staged once per
-run. Staged rows never touch the inventory: only :mod:`sync.store.apply` does, atomically.
+(:func:`sync.store.bulk.insert_tuples`); nothing of a page is kept after that but keys and counts.
+Nodes, workspaces and creators repeat on many CVMs, so each distinct observation of one is staged
+once per run. Staged rows never touch the inventory: only :mod:`sync.store.apply` does, atomically.
 
 Only what may have changed is staged. At the start of a listing pass the stager reads the
 ``(key, observed_hash)`` pairs of the CVMs or apps the target sees (its live memberships) once
@@ -33,7 +32,7 @@ from sync.api.pages import Page, Rejection
 from sync.changes import dumps_fields, fields_hash, source_hash
 from sync.endpoints import EndpointSpec, get_endpoint
 from sync.records import EntityType, Record
-from sync.store.bulk import copy_rows
+from sync.store.bulk import insert_tuples
 from sync.store.membership import live_hashes
 
 _STAGING = table_of(StagedRecord)
@@ -241,13 +240,9 @@ class Stager:
     def _write_waiting(self) -> None:
         """Write the staged rows that wait, in one statement, in the open transaction."""
         rows, self._unwritten = self._unwritten, []
-        if not rows:
-            return
-        with self._transaction() as conn:
-            if conn.dialect.name == "postgresql":
-                copy_rows(conn, _STAGING, _COLUMNS, rows)
-            else:
-                conn.execute(insert(_STAGING), [dict(zip(_COLUMNS, r, strict=True)) for r in rows])
+        if rows:
+            with self._transaction() as conn:
+                insert_tuples(conn, _STAGING, _COLUMNS, rows)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Connection]:

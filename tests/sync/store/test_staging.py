@@ -11,7 +11,7 @@ from sqlalchemy import Engine, event, func, select
 from models import StagedRecord
 from sync.run import open_run
 from sync.settings import Settings
-from sync.store import staging
+from sync.store import bulk
 from sync.store.lock import run_lock
 from sync.store.staging import Stager
 from tests.sync.store.builders import bundle, cvm, cvm_page
@@ -22,7 +22,7 @@ def writes(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int
     """The number of rows of each statement that writes staged rows (a COPY on PostgreSQL, an
     INSERT on SQLite), in order."""
     seen: list[int] = []
-    copy_rows = staging.copy_rows
+    copy_rows = bulk.copy_rows
 
     def counted_copy(conn: Any, table: Any, columns: Any, rows: Any) -> None:
         seen.append(len(rows))
@@ -34,7 +34,7 @@ def writes(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int
         if statement.lstrip().upper().startswith("INSERT INTO SYNC_STAGING"):
             seen.append(len(parameters) if many else 1)
 
-    monkeypatch.setattr(staging, "copy_rows", counted_copy)
+    monkeypatch.setattr(bulk, "copy_rows", counted_copy)
     event.listen(engine, "before_cursor_execute", on_execute)
     yield seen
     event.remove(engine, "before_cursor_execute", on_execute)
