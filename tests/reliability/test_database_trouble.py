@@ -138,8 +138,8 @@ def hook(pg: Pg, monkeypatch: pytest.MonkeyPatch, point: str) -> None:
 
     # Where to patch, which calls to watch, what to do at the first one, and whether before it.
     hooks: dict[str, tuple[Any, str, Callable[..., bool], Callable[..., None], bool]] = {
-        # Only changed items are staged: the evolve step's CVMs, in their pages' COPY.
-        "while staging": (staging_module, "copy_rows", always, kill_conn, True),
+        # Only changed items are staged: the evolve step's CVMs, in the stager's bulk write.
+        "while staging": (staging_module, "insert_tuples", always, kill_conn, True),
         "after the CVM writes": (applier, "_flush", is_cvm, kill_applier_conn, False),
         "after the CVM deletions": (applier, "infer_deletions", is_cvm, kill_applier_conn, False),
         # The run's apply calls finish_run by the name sync.run imported.
