@@ -173,7 +173,9 @@ def _stage_rows(fleet: dict[str, Any], fixed: dict[str, Any]) -> list[list[Any]]
         if seconds is not None:
             rows.append([f"{size:,}", stage, f"{seconds:.2f}", f"{seconds / best:.2f}x", how])
 
-    row("floor: GET + json.loads, both endpoints", best, "wall, best of 3, own process")
+    latency, in_flight = fleet.get("latency_ms", 0), fleet.get("floor_concurrency", 1)
+    at = f", {latency} ms per request, {in_flight} in flight" if latency else ""
+    row(f"floor: GET + json.loads, both endpoints{at}", best, "wall, best of 3, own process")
     sc = fleet.get("stage_costs") or {}
     eps: dict[str, dict[str, float]] = sc.get("endpoints") or {}
     if eps:
@@ -238,6 +240,7 @@ def timings_table(results: dict[str, Any]) -> str | None:
         rows.append(
             [
                 f"{run['size']:,}",
+                run.get("latency_ms", 0),
                 f"{run['db']}/{run['mode']}",
                 run["scenario"],
                 f"{wall:.2f}",
@@ -246,7 +249,15 @@ def timings_table(results: dict[str, Any]) -> str | None:
             ]
         )
     rest = "rest of wall (" + " - ".join(["wall", *(k for k in stages if k not in NESTED_TIMINGS)])
-    header = ["CVMs", "db/Prefect", "scenario", "wall s", *(f"{k} s" for k in stages), rest + ")"]
+    header = [
+        "CVMs",
+        "ms/request",
+        "db/Prefect",
+        "scenario",
+        "wall s",
+        *(f"{k} s" for k in stages),
+        rest + ")",
+    ]
     return md_table(header, rows)
 
 
