@@ -22,7 +22,7 @@ import httpx
 from sqlalchemy import Engine, func, select
 
 from models import QuarantinedItem, table_of
-from sync import clock
+from sync import clock, prefetching
 from sync.api.client import PhalaClient
 from sync.api.pages import Rejection
 from sync.endpoints import get_endpoint, listed_endpoints
@@ -190,9 +190,13 @@ async def fetch_and_stage(
     """Page through every listed endpoint, staging every new or changed item as it arrives.
 
     Safe to call again for the same run (a retried task): it starts from an empty staging area.
+    Without a ``transport``, a listing sent ahead of the run (:mod:`sync.prefetching`) answers
+    what it already asked for, if the run may use it.
     """
     start = time.perf_counter()
     clear_staging(engine, [run_id], quarantine=True)
+    if transport is None:
+        transport = prefetching.claim(engine, settings, run_id)
     stager = Stager(engine, run_id, settings.target)
     listings: dict[str, ListingResult] = {}
     async with PhalaClient.from_settings(settings, transport=transport) as client:

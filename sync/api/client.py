@@ -104,6 +104,40 @@ def user_agent() -> str:
     return f"phala-sync/{release}"
 
 
+def http_client(
+    *,
+    base_url: str,
+    key: str,
+    version: str,
+    timeout: float,
+    concurrency: int,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The httpx client every request of a listing goes through (the prefetch's too).
+
+    ``X-Phala-Version``, ``Accept`` and ``User-Agent`` are default headers; the key is sent by
+    :class:`~sync.api.redaction.ApiKeyAuth`. At most ``concurrency`` connections.
+    """
+    return httpx.AsyncClient(
+        base_url=base_url,
+        auth=ApiKeyAuth(key),
+        headers={
+            "X-Phala-Version": version,
+            "Accept": "application/json",
+            "User-Agent": user_agent(),
+        },
+        timeout=httpx.Timeout(timeout),
+        limits=connection_limits(concurrency),
+        follow_redirects=False,
+        transport=transport,
+    )
+
+
+def connection_limits(concurrency: int) -> httpx.Limits:
+    """At most ``concurrency`` connections, all kept alive between requests."""
+    return httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -154,17 +188,12 @@ class PhalaClient:
         self._clock = clock
         self._now = now
         self._jitter = jitter
-        self._http = httpx.AsyncClient(
+        self._http = http_client(
             base_url=self.base_url,
-            auth=ApiKeyAuth(key),
-            headers={
-                "X-Phala-Version": version,
-                "Accept": "application/json",
-                "User-Agent": user_agent(),
-            },
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-            follow_redirects=False,
+            key=key,
+            version=version,
+            timeout=timeout,
+            concurrency=concurrency,
             transport=transport,
         )
         self._open_listings: weakref.WeakSet[AsyncGenerator[object, None]] = weakref.WeakSet()

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from sync import prefetching
 from sync.cli.options import json_option, open_database, retries_option, setting_options
 from sync.present import summary_text, to_json
 from sync.settings import SYNC_OPTIONS, build_settings, flow_parameters, require_api_key
@@ -34,13 +35,19 @@ def sync_command(key_secret: str | None, retries: int, as_json: bool, **given: A
     settings = build_settings(given)
     if key_secret is None:
         require_api_key(settings)
-    with open_database(settings, schema="runnable"):
-        pass  # fail fast, before Prefect starts, on a database that is unreachable or stale
-    parameters, environment = flow_parameters(given)
-    os.environ.update(environment)  # the flow runs in this process and reads this environment
-    parameters.update(api_key_secret=key_secret, fetch_retries=retries)
+    # Fail fast, before Prefect starts, on a database that is unreachable or stale; then send the
+    # listing's first requests while Prefect starts (a key from a Secret block is not known yet).
+    with open_database(settings, schema="runnable") as engine:
+        if key_secret is None:
+            prefetching.begin(engine, settings)
+    try:
+        parameters, environment = flow_parameters(given)
+        os.environ.update(environment)  # the flow runs in this process and reads this environment
+        parameters.update(api_key_secret=key_secret, fetch_retries=retries)
 
-    from sync.cli.prefect import run_sync_flow
+        from sync.cli.prefect import run_sync_flow
 
-    summary = run_sync_flow(parameters, progress=sys.stderr.isatty() and not as_json)
+        summary = run_sync_flow(parameters, progress=sys.stderr.isatty() and not as_json)
+    finally:
+        prefetching.discard()
     click.echo(to_json(summary) if as_json else summary_text(summary))

@@ -109,6 +109,7 @@ def test_sync_passes_what_it_was_given_and_keeps_a_password_out(
         return {}
 
     monkeypatch.setattr(sync_module, "open_database", lambda *a, **k: _no_database())
+    monkeypatch.setattr(sync_module.prefetching, "begin", lambda *a, **k: None)  # no database
     monkeypatch.setattr(sync_module, "summary_text", lambda summary: "ok")
     monkeypatch.setattr("sync.cli.prefect.run_sync_flow", run_sync_flow)
     monkeypatch.delenv("PHALA_SYNC_DATABASE_URL", raising=False)  # undone after the test

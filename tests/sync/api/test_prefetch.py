@@ -1,0 +1,187 @@
+"""The listing sent ahead (sync.api.prefetch) against the simulator over loopback.
+
+A client sending through :meth:`Prefetch.transport` must get exactly the pages it gets without
+one; a request sent ahead is answered from the prefetch once and never sent again; what the
+prefetch did not send, or got wrong, goes to the network, retried as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from simulator import SimulatorServer
+from simulator.admin import AdminClient
+from sync.api.client import PhalaClient
+from sync.api.prefetch import Prefetch
+from sync.api.retry import RetryPolicy
+from sync.endpoints import APPS, CVMS
+from sync.errors import ApiTransportError
+from tests.flow_fixtures import ADMIN_TOKEN, API_KEY, FLEET
+
+PAGE_SIZE = 10
+PAGES = {CVMS.name: -(-FLEET // PAGE_SIZE)}  # the CVM pages; the apps' come from the answers
+
+
+class Counted(httpx.AsyncBaseTransport):
+    """The network, counting the requests that reach it."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.urls: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.urls.append(str(request.url))
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _prefetch(base_url: str, **kw: Any) -> Prefetch:
+    options: dict[str, Any] = {
+        "base_url": base_url,
+        "api_key": API_KEY,
+        "version": "2026-01-21",
+        "page_size": PAGE_SIZE,
+        "concurrency": 4,
+        "timeout": 10.0,
+        "endpoints": [CVMS, APPS],
+        **kw,
+    }
+    return Prefetch(**options)
+
+
+def _client(base_url: str, transport: httpx.AsyncBaseTransport | None, **kw: Any) -> PhalaClient:
+    return PhalaClient(
+        base_url=base_url,
+        api_key=API_KEY,
+        version="2026-01-21",
+        page_size=PAGE_SIZE,
+        transport=transport,
+        sleep=lambda _s: asyncio.sleep(0),
+        **kw,
+    )
+
+
+def _listing(base_url: str, transport: httpx.AsyncBaseTransport | None, **kw: Any) -> list[str]:
+    """Every item id of both endpoints, in page order, as a client sees them."""
+
+    async def read() -> list[str]:
+        ids: list[tuple[str, int, str]] = []
+        async with _client(base_url, transport, **kw) as client:
+            for spec in (CVMS, APPS):
+                async for page in client.pages(spec):
+                    ids += [(spec.name, page.number, repr(item)) for item in page.items]
+        return [f"{name}:{number}:{item}" for name, number, item in sorted(ids)]
+
+    return asyncio.run(read())
+
+
+def _finished(prefetch: Prefetch) -> None:
+    """Wait until the prefetch has sent all it will (its thread ends then)."""
+    prefetch._thread.join(timeout=60)
+    assert not prefetch.running
+
+
+@pytest.fixture
+def admin(simulator: SimulatorServer) -> Iterator[AdminClient]:
+    with AdminClient(simulator.base_url, ADMIN_TOKEN) as client:
+        yield client
+        client.clear_faults()
+
+
+def test_pages_sent_ahead_are_the_listing_and_nothing_is_sent_twice(
+    simulator: SimulatorServer,
+) -> None:
+    expected = _listing(simulator.base_url, None)
+    ahead = _prefetch(simulator.base_url)
+    _finished(ahead)
+    network = Counted()
+    assert _listing(simulator.base_url, ahead.transport(network)) == expected
+    assert network.urls == []  # every page came from the prefetch
+    assert ahead.taken == ahead.sent > PAGES[CVMS.name]
+    assert not ahead.running
+
+
+def test_a_request_still_in_flight_is_awaited_and_the_rest_go_to_the_network(
+    simulator: SimulatorServer, admin: AdminClient
+) -> None:
+    expected = _listing(simulator.base_url, None)
+    admin.set_faults(["latency:ms=400,endpoint=cvms,page=1"])
+    ahead = _prefetch(simulator.base_url)
+    while not ahead.sent:
+        time.sleep(0.01)
+    network = Counted()
+    transport = ahead.transport(network)  # claimed while page 1 of the CVMs is in flight
+    assert _listing(simulator.base_url, transport) == expected
+    assert ahead.sent == ahead.taken == 1
+    assert not any("page=1&" in url and "/cvms/" in url for url in network.urls)
+    assert len(network.urls) == len(set(network.urls))  # nothing sent twice
+
+
+def test_a_failed_answer_sent_ahead_is_retried_over_the_network(
+    simulator: SimulatorServer, admin: AdminClient
+) -> None:
+    expected = _listing(simulator.base_url, None)
+    admin.set_faults(["503:endpoint=cvms,page=1,times=1"])
+    ahead = _prefetch(simulator.base_url)
+    _finished(ahead)
+    assert ahead.sent == 1  # a failed answer stops it
+    network = Counted()
+    assert _listing(simulator.base_url, ahead.transport(network)) == expected
+    cvm_page_1 = [url for url in network.urls if "/cvms/" in url and "page=1&" in url]
+    assert len(cvm_page_1) == 1  # the retry
+    assert ahead.taken == 1
+
+
+def test_a_refused_connection_reaches_the_client_as_its_own() -> None:
+    with SimulatorServer(api_key=API_KEY, cvms=1) as gone:
+        url = gone.base_url
+    ahead = _prefetch(url)
+    _finished(ahead)
+    with pytest.raises(ApiTransportError, match="ConnectError"):
+        _listing(url, ahead.transport(Counted()), retry=RetryPolicy(max_attempts=1))
+    assert ahead.taken == 1
+
+
+def test_it_stops_when_it_holds_max_bytes(simulator: SimulatorServer) -> None:
+    ahead = _prefetch(simulator.base_url, max_bytes=1)
+    _finished(ahead)
+    assert ahead.sent == 1
+    assert ahead.received > 1
+    network = Counted()
+    assert _listing(simulator.base_url, ahead.transport(network)) == _listing(
+        simulator.base_url, None
+    )
+    assert len(network.urls) == len(set(network.urls)) > PAGES[CVMS.name]
+
+
+def test_close_cuts_short_what_is_in_flight_and_ends_the_thread(
+    simulator: SimulatorServer, admin: AdminClient
+) -> None:
+    admin.set_faults(["latency:ms=30000"])
+    ahead = _prefetch(simulator.base_url)
+    ahead.close()
+    assert not ahead.running
+    assert "phala-sync prefetch" not in {t.name for t in threading.enumerate()}
+    assert ahead.take(f"{simulator.base_url}{CVMS.path}?page=1&page_size={PAGE_SIZE}") is None
+
+
+def test_the_key_is_in_no_log_record(
+    simulator: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        ahead = _prefetch(simulator.base_url)
+        _finished(ahead)
+        _listing(simulator.base_url, ahead.transport(Counted()))
+    assert caplog.records
+    assert API_KEY not in caplog.text
+    assert repr(API_KEY) not in repr(ahead)
