@@ -198,8 +198,13 @@ class Prefetch:
             self._loop = loop
             self._main = loop.create_task(self._send_ahead())
             self._ready.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                loop.run_until_complete(self._main)
+            loop.run_until_complete(self._main)
+        except asyncio.CancelledError:  # closed
+            pass
+        except Exception:  # not a request's failure (a bug): the run sends its requests itself
+            log.debug("the listing sent ahead stopped", exc_info=True)
+            with self._guard:
+                self._stopped = True
         finally:
             self._ready.set()
             loop.run_until_complete(loop.shutdown_asyncgens())

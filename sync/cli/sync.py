@@ -30,7 +30,8 @@ def sync_command(key_secret: str | None, retries: int, as_json: bool, **given: A
     a Prefect Secret block. An empty database gets the schema; one at an older revision needs
     `phala-sync db upgrade` or --migrate. Without a Prefect server configured (PREFECT_API_URL),
     a temporary local one runs for the command and dies with it. A --database-url with a
-    password reaches the flow through PHALA_SYNC_DATABASE_URL, never as a flow parameter.
+    password reaches the flow through PHALA_SYNC_DATABASE_URL, never as a flow parameter. The
+    first API requests go out while Prefect starts, and the run takes their answers.
     """
     settings = build_settings(given)
     if key_secret is None:

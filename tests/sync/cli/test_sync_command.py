@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from uuid import UUID
 
 import orjson
 import pytest
 from click.testing import CliRunner, Result
 from prefect import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.exceptions import ObjectNotFound
@@ -125,6 +128,40 @@ def test_sync_in_a_child_process_prints_no_traceback(
     assert "Still processing items" not in done.stderr
     assert "phak_wrong_key_here" not in done.stderr + done.stdout
     assert done.stdout == ""
+
+
+async def _flow_run_logs(flow_run_id: str) -> list[str]:
+    async with get_client() as client:
+        logs = await client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(flow_run_id)]))
+        )
+    return [log.message for log in logs]
+
+
+def test_a_child_sync_ends_at_once_with_its_output_and_last_logs_delivered(
+    prefect_api_url: str,
+    simulator: SimulatorServer,
+    sqlite_url: str,
+    engine: Engine,
+    tmp_path: Path,
+) -> None:
+    """``main`` ends the process without the interpreter's teardown (sync.cli.main): the status
+    is 0, the JSON summary on stdout is whole, and the flow run's logs, to its last line, reached
+    the server."""
+    env = _child_env(prefect_api_url, PHALA_CLOUD_API_KEY=API_KEY)
+    done = subprocess.run(
+        [PHALA_SYNC, "sync", "--json", "--database-url", sqlite_url,
+         "--base-url", simulator.base_url],
+        capture_output=True, text=True, timeout=120, check=False, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = orjson.loads(done.stdout)
+    assert summary["status"] == "succeeded"
+    assert summary["counts"]["cvm"]["created"] == FLEET
+    (flow_run_id,) = set(re.findall(r"/runs/flow-run/([0-9a-f-]{36})", done.stderr))
+    messages = asyncio.run(_flow_run_logs(flow_run_id))
+    assert any(m.startswith(f"run {summary['run_id']} applied") for m in messages), messages
+    assert messages[-1].startswith("Finished in state Completed"), messages
 
 
 async def _deployment(name: str, timeout: float) -> DeploymentResponse:
