@@ -167,7 +167,6 @@ class Prefetch:
     def take(self, url: str) -> Future[Outcome] | None:
         """The outcome of the prefetched request for ``url`` (once), or None if none was sent."""
         with self._guard:
-            self._stopped = True
             future = self._answers.pop(url, None)
             if future is not None:
                 self.taken += 1

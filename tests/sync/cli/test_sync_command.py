@@ -102,6 +102,19 @@ def _child_env(prefect_api_url: str, **extra: str) -> dict[str, str]:
     return {**env, "PREFECT_API_URL": prefect_api_url, **extra}
 
 
+def _child_sync(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``phala-sync sync ARGS`` in a child process, its output captured."""
+    return subprocess.run(
+        [PHALA_SYNC, "sync", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+        cwd=cwd,
+    )
+
+
 def test_sync_in_a_child_process_prints_no_traceback(
     prefect_api_url: str,
     simulator: SimulatorServer,
@@ -111,14 +124,8 @@ def test_sync_in_a_child_process_prints_no_traceback(
 ) -> None:
     """Outside CliRunner, Prefect's own console logging shares stderr: still no traceback."""
     env = _child_env(prefect_api_url, PHALA_CLOUD_API_KEY="phak_wrong_key_here")
-    done = subprocess.run(
-        [PHALA_SYNC, "sync", "--database-url", sqlite_url, "--base-url", simulator.base_url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-        cwd=tmp_path,
+    done = _child_sync(
+        env, tmp_path, "--database-url", sqlite_url, "--base-url", simulator.base_url
     )
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
@@ -149,11 +156,8 @@ def test_a_child_sync_ends_at_once_with_its_output_and_last_logs_delivered(
     is 0, the JSON summary on stdout is whole, and the flow run's logs, to its last line, reached
     the server."""
     env = _child_env(prefect_api_url, PHALA_CLOUD_API_KEY=API_KEY)
-    done = subprocess.run(
-        [PHALA_SYNC, "sync", "--json", "--database-url", sqlite_url,
-         "--base-url", simulator.base_url],
-        capture_output=True, text=True, timeout=120, check=False, env=env, cwd=tmp_path,
-    )  # fmt: skip
+    args = ["--json", "--database-url", sqlite_url, "--base-url", simulator.base_url]
+    done = _child_sync(env, tmp_path, *args)
     assert done.returncode == 0, done.stderr
     summary = orjson.loads(done.stdout)
     assert summary["status"] == "succeeded"
