@@ -15,12 +15,17 @@ FAST_PROFILE ?= edit
 ## The `alone` tests (wall-clock bounds): after the parallel part, two at a time (WORKERS=0: one).
 ALONE   := -n $(if $(filter 0,$(WORKERS)),0,2) --dist load
 
-## The install: uv into the venv with pip, then the project and its dev tools with uv: about 6 s
-## with a warm cache, against 48 s with pip (measured 2026-12-03). Modules are byte-compiled when
-## first imported, not at install (compiling all of site-packages costs about 20 s of CPU; a test
-## run imports a part of it). uv reads no pip.conf: give it a private index as UV_INDEX_URL,
-## UV_EXTRA_INDEX_URL or UV_FIND_LINKS.
+## The install: uv into the venv with pip, then the project and its dev tools with uv, byte-compiled
+## (a Prefect import from source costs about twice its time from bytecode): 25 s from nothing with
+## a warm cache, against 48 s with pip (measured 2026-12-03). uv reads no pip.conf: give it a
+## private index as UV_INDEX_URL, UV_EXTRA_INDEX_URL or UV_FIND_LINKS.
 UV_PIP  := $(BIN)/uv pip install --quiet --python $(BIN)/python
+
+## Python writes its bytecode and pytest its rewritten test modules to __pycache__ (ignored by
+## git), even where the environment sets PYTHONDONTWRITEBYTECODE (this machine kind does): without
+## them every test worker and child process compiles the project and the tests again, which
+## measured 4 s of CPU per pytest process in collection alone.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install lint format typecheck test test-fast demo bench deps-check clean
 
@@ -28,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "phala-sync needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet 'uv>=0.5'
-	$(UV_PIP) -e '.[dev]'
+	$(UV_PIP) --compile-bytecode -e '.[dev]'
 	$(UV_PIP) --no-deps phala-cloud==0.2.0
 	touch $(STAMP)
 
