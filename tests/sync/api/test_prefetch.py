@@ -20,7 +20,7 @@ import pytest
 from simulator import SimulatorServer
 from simulator.admin import AdminClient
 from sync.api.client import PhalaClient
-from sync.api.prefetch import Prefetch
+from sync.api.prefetch import Answer, Prefetch
 from sync.api.retry import RetryPolicy
 from sync.endpoints import APPS, CVMS
 from sync.errors import ApiTransportError
@@ -162,6 +162,26 @@ def test_it_stops_when_it_holds_max_bytes(simulator: SimulatorServer) -> None:
         simulator.base_url, None
     )
     assert len(network.urls) == len(set(network.urls)) > PAGES[CVMS.name]
+
+
+def test_it_holds_each_answer_compressed_and_gives_it_back_byte_for_byte(
+    simulator: SimulatorServer,
+) -> None:
+    ahead = _prefetch(simulator.base_url)
+    _finished(ahead)
+    urls = [
+        f"{simulator.base_url}{CVMS.path}?page={page}&page_size={PAGE_SIZE}"
+        for page in range(1, PAGES[CVMS.name] + 1)
+    ]
+    headers = {"X-API-Key": API_KEY, "X-Phala-Version": "2026-01-21"}
+    direct = [httpx.get(url, headers=headers, timeout=10).content for url in urls]
+    held = [ahead.take(url) for url in urls]
+    answers = [future.result(timeout=10) for future in held if future is not None]
+    assert len(answers) == len(urls)
+    assert [a.body() for a in answers if isinstance(a, Answer)] == direct
+    packed = sum(len(a.packed) for a in answers if isinstance(a, Answer))
+    assert packed < sum(map(len, direct)) / 3  # what the cap counts
+    ahead.close()
 
 
 def test_close_cuts_short_what_is_in_flight_and_ends_the_thread(
