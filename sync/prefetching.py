@@ -27,6 +27,7 @@ import logging
 
 import httpx
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from sync.api.client import connection_limits
 from sync.api.prefetch import Prefetch
@@ -41,14 +42,19 @@ log = logging.getLogger(__name__)
 _waiting: list[tuple[Prefetch, LedgerMark]] = []  # at most one
 
 
-def begin(engine: Engine, settings: Settings, **options: object) -> Prefetch:
+def begin(engine: Engine, settings: Settings, **options: object) -> Prefetch | None:
     """Mark the target's ledger, then start sending the run's first requests (closes an older one).
 
-    ``options`` go to :class:`~sync.api.prefetch.Prefetch` (``max_bytes``, a test's
-    ``transport``).
+    ``begin`` runs before the schema check: where the ledger cannot be read (a database of another
+    shape), nothing is sent ahead, and the check says what is wrong. ``options`` go to
+    :class:`~sync.api.prefetch.Prefetch` (``max_bytes``, a test's ``transport``).
     """
     discard()
-    mark = ledger_mark(engine, settings.target)
+    try:
+        mark = ledger_mark(engine, settings.target)
+    except SQLAlchemyError as exc:
+        log.debug("no listing sent ahead: the ledger could not be read (%s)", type(exc).__name__)
+        return None
     ahead = Prefetch.from_settings(settings, listed_endpoints(), **options)
     _waiting.append((ahead, mark))
     return ahead

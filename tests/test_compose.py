@@ -19,6 +19,7 @@ import yaml  # type: ignore[import-untyped]  # PyYAML comes with Prefect, its st
 from click.testing import CliRunner
 
 from sync.cli import cli
+from sync.cli.group import command_named
 from sync.settings import Settings
 from tests.sync.cli.test_commands import cli_commands
 
@@ -118,7 +119,7 @@ def test_service_arguments_parse() -> None:
     """The options each service passes are accepted (``--help`` alone would ignore bad ones)."""
     serve_argv = _command(SERVICES["sync"])
     assert serve_argv[:2] == ["phala-sync", "serve"]
-    command = cli.commands["serve"]
+    command = command_named("serve")
     ctx = command.make_context("serve", serve_argv[2:])
     assert ctx.params["cron"] == "*/30 * * * *"
     simulate = cli.get_command(click.Context(cli), "simulate")
@@ -146,7 +147,7 @@ def test_the_worker_polls_a_process_pool_with_real_options() -> None:
     assert f"--work-pool {pool}" in readme
     assert f"--work-pool {pool}" in COMPOSE_TEXT  # the comment says how to deploy to it
     _assert_prefect_help_lists_options(argv[1:3], argv)
-    deploy = cli.commands["deploy"].make_context("deploy", ["--work-pool", pool, "--target", "a"])
+    deploy = command_named("deploy").make_context("deploy", ["--work-pool", pool, "--target", "a"])
     assert deploy.params["work_pool"] == pool
 
 

@@ -14,8 +14,22 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from sync.errors import PhalaSyncError
 
-#: Commands whose module is imported only when they are invoked: name -> (module, attribute).
+#: Every command: name -> (module, attribute). A command's module is imported when the command is
+#: invoked (or listed, for help), so that ``phala-sync sync`` imports only what ``sync`` needs
+#: before its first request goes out.
 LAZY_COMMANDS = {
+    "sync": ("sync.cli.sync", "sync_command"),
+    "serve": ("sync.cli.scheduling", "serve"),
+    "deploy": ("sync.cli.scheduling", "deploy"),
+    "db": ("sync.cli.db", "db"),
+    "runs": ("sync.cli.lookups", "runs"),
+    "inventory": ("sync.cli.lookups", "inventory"),
+    "history": ("sync.cli.lookups", "history"),
+    "changes": ("sync.cli.lookups", "changes"),
+    "fleet": ("sync.cli.lookups", "fleet"),
+    "report": ("sync.cli.report", "report"),
+    "targets": ("sync.cli.targets", "targets"),
+    "demo": ("sync.cli.demo", "demo"),
     "simulate": ("simulator.command", "simulate"),
     "simulate-evolve": ("simulator.command", "simulate_evolve"),
     "simulate-faults": ("simulator.command", "simulate_faults"),
@@ -56,7 +70,10 @@ def error_line(exc: BaseException) -> str:
 
 
 class PhalaSyncGroup(click.Group):
-    """A group that loads :data:`LAZY_COMMANDS` on demand and turns errors into one line."""
+    """A group that loads :data:`LAZY_COMMANDS` on demand and turns errors into one line.
+
+    ``cli.commands`` holds the commands loaded so far; ``get_command`` loads any.
+    """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
@@ -89,3 +106,11 @@ def cli(debug: bool) -> None:
     Settings come from flags, the environment (PHALA_CLOUD_API_KEY, PHALA_CLOUD_API_PREFIX,
     PHALA_SYNC_*) or a .env file in the current directory. Start with `phala-sync demo`.
     """
+
+
+def command_named(name: str) -> click.Command:
+    """The command ``name`` of :data:`cli`, its module imported if it was not yet."""
+    command = cli.get_command(click.Context(cli), name)
+    if command is None:
+        raise KeyError(f"no phala-sync command {name!r}")
+    return command

@@ -13,7 +13,6 @@ from sqlalchemy import Engine
 
 from sync.errors import StoreError
 from sync.settings import Settings, setting_choices, setting_help, setting_type
-from sync.store import migrate
 from sync.store.engine import make_engine, normalize_database_url
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -92,8 +91,17 @@ SchemaCheck = Literal["current", "runnable", "none"]
 
 
 @contextlib.contextmanager
-def open_database(settings: Settings, *, schema: SchemaCheck = "current") -> Iterator[Engine]:
-    """An engine on the configured database, whose schema passed the ``schema`` check."""
+def open_database(
+    settings: Settings,
+    *,
+    schema: SchemaCheck = "current",
+    on_open: Callable[[Engine], None] | None = None,
+) -> Iterator[Engine]:
+    """An engine on the configured database, whose schema passed the ``schema`` check.
+
+    ``on_open`` gets the engine before the check (which imports Alembic): ``sync`` sends its first
+    requests from there.
+    """
     url = normalize_database_url(settings.database_url)
     path = url.database if url.get_backend_name() == "sqlite" else None
     missing = bool(path) and path != ":memory:" and not Path(str(path)).exists()
@@ -111,6 +119,10 @@ def open_database(settings: Settings, *, schema: SchemaCheck = "current") -> Ite
             )
     engine = make_engine(url)
     try:
+        if on_open is not None:
+            on_open(engine)
+        from sync.store import migrate  # Alembic: after on_open
+
         if schema == "current":
             migrate.require_current(engine)
         elif schema == "runnable" and not missing:  # a missing file: the first run creates it

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import click
+from sqlalchemy import Engine
 
 from sync import prefetching
 from sync.cli.options import json_option, open_database, retries_option, setting_options
@@ -36,12 +37,17 @@ def sync_command(key_secret: str | None, retries: int, as_json: bool, **given: A
     settings = build_settings(given)
     if key_secret is None:
         require_api_key(settings)
-    # Fail fast, before Prefect starts, on a database that is unreachable or stale; then send the
-    # listing's first requests while Prefect starts (a key from a Secret block is not known yet).
-    with open_database(settings, schema="runnable") as engine:
+
+    def send_ahead(engine: Engine) -> None:
+        # The listing's first requests go out while the schema is checked and Prefect starts
+        # (a key from a Secret block is not known yet).
         if key_secret is None:
             prefetching.begin(engine, settings)
+
     try:
+        # Fail fast, before Prefect starts, on a database that is unreachable or stale.
+        with open_database(settings, schema="runnable", on_open=send_ahead):
+            pass
         parameters, environment = flow_parameters(given)
         os.environ.update(environment)  # the flow runs in this process and reads this environment
         parameters.update(api_key_secret=key_secret, fetch_retries=retries)

@@ -36,6 +36,7 @@ def _settings(engine: Engine, simulator: SimulatorServer, **kw: Any) -> Settings
 
 def _begin(engine: Engine, settings: Settings) -> Prefetch:
     ahead = prefetching.begin(engine, settings)
+    assert ahead is not None
     ahead._thread.join(timeout=60)  # all it will send is in
     assert not ahead.running
     return ahead

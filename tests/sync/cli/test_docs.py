@@ -12,6 +12,7 @@ from sqlalchemy import Engine, text
 
 import sync.errors
 from sync.cli import cli
+from sync.cli.group import command_named
 from sync.settings import MISSING_KEY, PASSWORD_PARAMETER, Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -39,7 +40,7 @@ def test_readme_configuration_table_matches_settings() -> None:
             assert default == f"`{value}`", field
         if flag.startswith("`--"):
             option = flag.strip("`")
-            sync_command = cli.commands["sync"]
+            sync_command = command_named("sync")
             assert any(option in p.opts for p in sync_command.params), option
     # The registry is the one list of versions: the README points to it rather than copy it.
     assert "`sync/versions/__init__.py`" in rows["api_version"][4]
