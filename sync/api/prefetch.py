@@ -4,22 +4,24 @@ A ``phala-sync sync`` spends seconds before its flow reaches the fetch: importin
 flow, starting the flow run, taking the target's lock, opening the ledger row (about 3 s measured
 here; docs/performance.md). Against a distant API those seconds read a good part of the fleet. A
 :class:`Prefetch` is a thread with its own event loop and connections that sends what the run's
-listing sends first, in the same order: page 1 of each endpoint alone, then the pages page 1
-announced, at most ``concurrency`` requests in flight.
+listing sends, in the same order: page 1 of each endpoint alone, then the pages page 1 announced,
+at most ``concurrency`` requests in flight.
 
-The run's client then sends through :meth:`Prefetch.transport`: a request the prefetch already
-sent (answered or still in flight) gets that answer, once; every other request goes to the
-network. Once the transport exists the prefetch sends nothing new. The client parses, validates,
-retries and judges each answer as if it had just received it, so a prefetched error answer (a 503,
-a body cut short, a refused connection) is retried over the network like any other.
+The run's client then sends through :meth:`Prefetch.transport`: a request the prefetch sent
+(answered or still in flight) gets that answer, once; a request it is yet to send waits for it;
+every other request goes to the network (and the prefetch will not send it). The prefetch goes on
+sending ahead of the run, so the network stays busy while the run parses and stages what arrived:
+the two no longer take turns. The client parses, validates, retries and judges each answer as if
+it had just received it, so a prefetched error answer (a 503, a body cut short, a refused
+connection) is retried over the network like any other.
 
-It holds each answer's body compressed (zlib, level 1: a page of JSON keeps about a tenth of its
-size, for about 1 ms of a thread that releases the GIL meanwhile) and decompresses it when the run
-takes it, so what a few seconds of startup read against a distant API fits in a few MiB. The
-prefetch stops sending when it holds ``max_bytes`` of compressed answers, when an answer is not
-a 2xx page, or when a request fails. Answers nobody asked for are dropped when it closes. Whether
-a run may use a prefetch at all (the same requests; no run of the target stored anything since it
-began) is :mod:`sync.prefetching`'s question.
+It holds an answer nobody took yet with its body compressed (zlib, level 1: a page of JSON keeps
+about a tenth of its size) and decompresses it when the run takes it. While it holds
+``max_bytes`` of such answers it waits until the run takes some (or asks for a page not sent yet).
+It stops sending at an answer that is not a 2xx page or a request that fails: from there the run
+sends its own requests. Answers nobody asked for are dropped when it closes. Whether a run may use
+a prefetch at all (the same requests; no run of the target stored anything since it began) is
+:mod:`sync.prefetching`'s question.
 """
 
 from __future__ import annotations
@@ -59,23 +61,28 @@ _WIRE_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-en
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """One answer as the prefetch received it: status, headers and the decoded body, compressed."""
+    """One answer as the prefetch received it: status, headers and the decoded body (``data``,
+    zlib-compressed when ``compressed``)."""
 
     status: int
     headers: list[tuple[bytes, bytes]]
-    packed: bytes
+    data: bytes
+    compressed: bool
 
     @classmethod
-    def of(cls, response: httpx.Response) -> Answer:
+    def of(cls, response: httpx.Response, *, compress: bool) -> Answer:
         headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _WIRE_HEADERS]
-        return cls(response.status_code, headers, zlib.compress(response.content, 1))
+        body = response.content
+        return cls(
+            response.status_code, headers, zlib.compress(body, 1) if compress else body, compress
+        )
 
     @property
     def is_success(self) -> bool:
         return 200 <= self.status < 300
 
     def body(self) -> bytes:
-        return zlib.decompress(self.packed)
+        return zlib.decompress(self.data) if self.compressed else self.data
 
 
 #: What a prefetched request came to: an answer, a failure to raise as the request's own, or
@@ -127,15 +134,23 @@ class Prefetch:
         self._key_digest = hashlib.sha256(api_key.encode()).hexdigest()
         self._timeout = timeout
         self._wire = transport
-        self._answers: dict[str, Future[Outcome]] = {}
         self._guard = threading.Lock()
-        self._stopped = False  # claimed, closed, full or failed: send nothing new
-        #: Requests sent, requests taken by the run, and bytes of answers held (compressed).
+        #: Under the guard: the outcome of each URL sent and not yet taken; the outcome of each
+        #: URL the run waits for before it was sent; every URL sent, or left to the run's client;
+        #: the URLs the prefetch will send (pages 1, then the pages each page 1 announced).
+        self._answers: dict[str, Future[Outcome]] = {}
+        self._awaited: dict[str, Future[Outcome]] = {}
+        self._sent: set[str] = set()
+        self._planned: set[str] = set()
+        self._held = 0  # bytes of answers received and not taken
+        self._stopped = False  # closed or failed: send nothing new
+        #: Requests sent, requests taken by the run, and bytes of answers received.
         self.sent = 0
         self.taken = 0
         self.received = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
+        self._room: asyncio.Event | None = None  # set when the run takes an answer or waits
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="phala-sync prefetch", daemon=True)
         self._thread.start()
@@ -172,18 +187,33 @@ class Prefetch:
         )
 
     def transport(self, inner: httpx.AsyncBaseTransport) -> PrefetchedTransport:
-        """The run's transport: prefetched answers first, ``inner`` for the rest. Sends no more."""
-        with self._guard:
-            self._stopped = True
+        """The run's transport: prefetched answers first, ``inner`` for the rest."""
         return PrefetchedTransport(self, inner)
 
     def take(self, url: str) -> Future[Outcome] | None:
-        """The outcome of the prefetched request for ``url`` (once), or None if none was sent."""
+        """The outcome of the request for ``url`` (once): sent, or to be sent, by the prefetch.
+
+        None if the prefetch will not send it; it then never does (the caller sends it).
+        """
         with self._guard:
             future = self._answers.pop(url, None)
             if future is not None:
-                self.taken += 1
+                if future.done() and isinstance(answer := future.result(), Answer):
+                    self._held -= len(answer.data)
+            elif not self._stopped and url in self._planned and url not in self._sent:
+                future = self._awaited.setdefault(url, Future())
+            else:
+                self._sent.add(url)
+                return None
+            self.taken += 1
+        self._wake()
         return future
+
+    def _wake(self) -> None:
+        loop, room = self._loop, self._room
+        if loop is not None and room is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(room.set)
 
     def close(self) -> None:
         """Stop sending, cut short what is in flight, drop what was not taken; join the thread."""
@@ -195,9 +225,16 @@ class Prefetch:
                 loop.call_soon_threadsafe(main.cancel)
         self._thread.join(timeout=30)
         with self._guard:
+            self._settle_unsent()
             for future in self._answers.values():
                 _settle(future, None)
             self._answers.clear()
+
+    def _settle_unsent(self) -> None:
+        """The run's client sends what it waits for and the prefetch will not (under the guard)."""
+        for future in self._awaited.values():
+            _settle(future, None)
+        self._awaited.clear()
 
     @property
     def running(self) -> bool:
@@ -225,6 +262,7 @@ class Prefetch:
 
     async def _send_ahead(self) -> None:
         """Page 1 of each endpoint alone, then its announced pages, ``concurrency`` at a time."""
+        self._room = asyncio.Event()
         async with http_client(
             base_url=self.base_url,
             key=self._key,
@@ -236,18 +274,29 @@ class Prefetch:
             slots = asyncio.Semaphore(self.concurrency)
             in_flight: set[asyncio.Task[Answer | None]] = set()
 
+            def url_of(path: str, page: int) -> str:
+                params = {"page": page, "page_size": self.page_size}
+                return str(http.build_request("GET", path, params=params).url)
+
             async def send(path: str, page: int) -> Answer | None:
                 try:
                     return await self._send(http, path, page)
                 finally:
                     slots.release()
 
+            with self._guard:
+                self._planned.update(url_of(spec.path, 1) for spec in self.endpoints)
             try:
                 for spec in self.endpoints:
                     await slots.acquire()
                     first = await send(spec.path, 1)
-                    for page in range(2, _announced_pages(spec.models(self._version), first) + 1):
+                    pages = range(2, _announced_pages(spec.models(self._version), first) + 1)
+                    urls = {page: url_of(spec.path, page) for page in pages}
+                    with self._guard:
+                        self._planned.update(urls.values())
+                    for page in pages:
                         await slots.acquire()
+                        await self._until_room(urls[page])
                         if self._stopped:
                             slots.release()
                             break
@@ -261,37 +310,60 @@ class Prefetch:
                 for task in in_flight:
                     task.cancel()
                 await asyncio.gather(*in_flight, return_exceptions=True)
+                with self._guard:
+                    self._stopped = True
+                    self._settle_unsent()
+
+    async def _until_room(self, url: str) -> None:
+        """Wait while ``max_bytes`` are held, unless the run waits for a page not sent yet."""
+        assert self._room is not None
+        while True:
+            with self._guard:
+                if (
+                    self._stopped
+                    or self._held < self.max_bytes
+                    or self._awaited
+                    or url in self._sent
+                ):
+                    return
+                self._room.clear()
+            await self._room.wait()
 
     async def _send(self, http: httpx.AsyncClient, path: str, page: int) -> Answer | None:
         """One request, its outcome published under its URL as the run's client will build it."""
         request = http.build_request(
             "GET", path, params={"page": page, "page_size": self.page_size}
         )
-        future: Future[Outcome] = Future()
+        url = str(request.url)
         with self._guard:
-            if self._stopped:
+            if self._stopped or url in self._sent:
                 return None
-            self._answers[str(request.url)] = future
+            self._sent.add(url)
+            future = self._awaited.pop(url, None)
+            if future is None:
+                future = self._answers[url] = Future()
             self.sent += 1
         outcome: Outcome = None
         try:
             response = await http.send(request)
-            outcome = Answer.of(response)
+            with self._guard:  # held until the run takes it: compressed
+                untaken = self._answers.get(url) is future
+            outcome = Answer.of(response, compress=untaken)
         except httpx.RequestError as exc:
             outcome = exc
         except Exception:  # not a request's failure (a bug): the run sends it again itself
             log.debug("prefetch of %s page %d failed", path, page, exc_info=True)
         finally:  # a cancelled request (close) settles as None
-            _settle(future, outcome)
             with self._guard:
+                _settle(future, outcome)
                 if isinstance(outcome, Answer):
-                    self.received += len(outcome.packed)
-                if (
-                    not isinstance(outcome, Answer)
-                    or not outcome.is_success
-                    or self.received >= self.max_bytes
-                ):
+                    self.received += len(outcome.data)
+                    if self._answers.get(url) is future:
+                        self._held += len(outcome.data)
+                if not isinstance(outcome, Answer) or not outcome.is_success:
                     self._stopped = True
+                    self._settle_unsent()
+            self._wake()
         return outcome if isinstance(outcome, Answer) else None
 
 

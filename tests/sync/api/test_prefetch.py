@@ -111,20 +111,33 @@ def test_pages_sent_ahead_are_the_listing_and_nothing_is_sent_twice(
     assert not ahead.running
 
 
-def test_a_request_still_in_flight_is_awaited_and_the_rest_go_to_the_network(
+def test_after_the_claim_it_goes_on_and_the_run_waits_for_what_it_has_yet_to_send(
     simulator: SimulatorServer, admin: AdminClient
 ) -> None:
     expected = _listing(simulator.base_url, None)
-    admin.set_faults(["latency:ms=400,endpoint=cvms,page=1"])
+    admin.set_faults(["latency:ms=150"])
     ahead = _prefetch(simulator.base_url)
     while not ahead.sent:
         time.sleep(0.01)
     network = Counted()
     transport = ahead.transport(network)  # claimed while page 1 of the CVMs is in flight
     assert _listing(simulator.base_url, transport) == expected
-    assert ahead.sent == ahead.taken == 1
-    assert not any("page=1&" in url and "/cvms/" in url for url in network.urls)
-    assert len(network.urls) == len(set(network.urls))  # nothing sent twice
+    assert network.urls == []  # the run waited for each page instead of sending it
+    assert ahead.taken == ahead.sent > PAGES[CVMS.name]
+
+
+def test_a_page_it_will_not_send_goes_to_the_network_and_it_never_sends_it(
+    simulator: SimulatorServer, admin: AdminClient
+) -> None:
+    admin.set_faults(["latency:ms=300,endpoint=cvms,page=1"])
+    ahead = _prefetch(simulator.base_url)
+    beyond = f"{simulator.base_url}{CVMS.path}?page={PAGES[CVMS.name] + 1}&page_size={PAGE_SIZE}"
+    assert ahead.take(beyond) is None  # not a page the listing announced
+    last = f"{simulator.base_url}{CVMS.path}?page={PAGES[CVMS.name]}&page_size={PAGE_SIZE}"
+    assert ahead.take(last) is None  # not planned yet: page 1 has not answered
+    _finished(ahead)
+    assert ahead.take(last) is None  # left to the run's client, so never sent here
+    assert ahead.sent == ahead.taken + len(ahead._answers)
 
 
 def test_a_failed_answer_sent_ahead_is_retried_over_the_network(
@@ -152,16 +165,21 @@ def test_a_refused_connection_reaches_the_client_as_its_own() -> None:
     assert ahead.taken == 1
 
 
-def test_it_stops_when_it_holds_max_bytes(simulator: SimulatorServer) -> None:
+def test_it_waits_while_it_holds_max_bytes_and_goes_on_as_the_run_takes(
+    simulator: SimulatorServer,
+) -> None:
+    expected = _listing(simulator.base_url, None)
     ahead = _prefetch(simulator.base_url, max_bytes=1)
-    _finished(ahead)
-    assert ahead.sent == 1
-    assert ahead.received > 1
+    deadline = time.monotonic() + 30
+    while not ahead.received:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.5)  # room to send more, if it wrongly would
+    assert (ahead.sent, ahead.running) == (1, True)
     network = Counted()
-    assert _listing(simulator.base_url, ahead.transport(network)) == _listing(
-        simulator.base_url, None
-    )
-    assert len(network.urls) == len(set(network.urls)) > PAGES[CVMS.name]
+    assert _listing(simulator.base_url, ahead.transport(network)) == expected
+    assert network.urls == []
+    assert ahead.taken == ahead.sent > PAGES[CVMS.name]
 
 
 def test_it_holds_each_answer_compressed_and_gives_it_back_byte_for_byte(
@@ -179,7 +197,8 @@ def test_it_holds_each_answer_compressed_and_gives_it_back_byte_for_byte(
     answers = [future.result(timeout=10) for future in held if future is not None]
     assert len(answers) == len(urls)
     assert [a.body() for a in answers if isinstance(a, Answer)] == direct
-    packed = sum(len(a.packed) for a in answers if isinstance(a, Answer))
+    assert all(a.compressed for a in answers if isinstance(a, Answer))  # nobody had taken them
+    packed = sum(len(a.data) for a in answers if isinstance(a, Answer))
     assert packed < sum(map(len, direct)) / 3  # what the cap counts
     ahead.close()
 
