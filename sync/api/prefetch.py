@@ -15,9 +15,11 @@ the two no longer take turns. The client parses, validates, retries and judges e
 it had just received it, so a prefetched error answer (a 503, a body cut short, a refused
 connection) is retried over the network like any other.
 
-It holds an answer nobody took yet with its body compressed (zlib, level 1: a page of JSON keeps
-about a tenth of its size) and decompresses it when the run takes it. While it holds
-``max_bytes`` of such answers it waits until the run takes some (or asks for a page not sent yet).
+Before the run claims it, it holds each answer with its body compressed (zlib, level 1: a page of
+JSON keeps about a tenth of its size), decompressed when the run takes it, and waits while it holds
+``max_bytes`` of them. After the claim it sends at most :data:`AHEAD` pages (times the concurrency)
+beyond the last one the run asked for, and keeps them as they came: against a near API the run's
+parsing sets the pace, and a prefetch running far ahead would only take CPU and memory from it.
 It stops sending at an answer that is not a 2xx page or a request that fails: from there the run
 sends its own requests. Answers nobody asked for are dropped when it closes. Whether a run may use
 a prefetch at all (the same requests; no run of the target stored anything since it began) is
@@ -50,11 +52,15 @@ __all__ = ["MAX_BYTES", "Answer", "Prefetch", "PrefetchedTransport"]
 
 log = logging.getLogger(__name__)
 
-#: The most a prefetch holds (answers' bodies, compressed): about 400 pages of 100 CVMs (a page of
-#: the 2026-01-21 shape is 130-200 kB, 15-25 kB compressed), what 10 s read at 100 ms per request,
-#: 4 in flight. Held uncompressed, 24 MiB (150 pages) raised the peak RSS of a 100k first sync
-#: (0 ms: the prefetch fills) to 254 MiB, and 8 MiB covered only 1.3 s of a 2-3 s startup.
-MAX_BYTES = 8 * 1024 * 1024
+#: The most a prefetch holds before the claim (answers' bodies, compressed): about 200 pages of 100
+#: CVMs (a page of the 2026-01-21 shape is 130-200 kB, 15-25 kB compressed), what 5 s read at 100 ms
+#: per request, 4 in flight, against a startup of 2-3 s. Held uncompressed, 24 MiB (150 pages)
+#: raised the peak RSS of a 100k first sync (0 ms: the prefetch fills) to 254 MiB; 8 MiB
+#: compressed (400 pages) to 252 MiB.
+MAX_BYTES = 4 * 1024 * 1024
+#: After the claim: how far ahead of the run's last request the prefetch sends, in multiples of
+#: the concurrency (pages of the same endpoint, or the first pages of the next one).
+AHEAD = 2
 #: Headers that described the body as it came over the wire; the body kept is decoded.
 _WIRE_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 
@@ -141,7 +147,9 @@ class Prefetch:
         self._answers: dict[str, Future[Outcome]] = {}
         self._awaited: dict[str, Future[Outcome]] = {}
         self._sent: set[str] = set()
-        self._planned: set[str] = set()
+        self._planned: dict[str, tuple[int, int]] = {}  # URL -> (endpoint's index, page)
+        self._asked = (0, 0)  # the furthest planned (endpoint's index, page) the run asked for
+        self._claimed = False
         self._held = 0  # bytes of answers received and not taken
         self._stopped = False  # closed or failed: send nothing new
         #: Requests sent, requests taken by the run, and bytes of answers received.
@@ -188,6 +196,8 @@ class Prefetch:
 
     def transport(self, inner: httpx.AsyncBaseTransport) -> PrefetchedTransport:
         """The run's transport: prefetched answers first, ``inner`` for the rest."""
+        with self._guard:
+            self._claimed = True
         return PrefetchedTransport(self, inner)
 
     def take(self, url: str) -> Future[Outcome] | None:
@@ -196,6 +206,7 @@ class Prefetch:
         None if the prefetch will not send it; it then never does (the caller sends it).
         """
         with self._guard:
+            self._asked = max(self._asked, self._planned.get(url, self._asked))
             future = self._answers.pop(url, None)
             if future is not None:
                 if future.done() and isinstance(answer := future.result(), Answer):
@@ -285,18 +296,20 @@ class Prefetch:
                     slots.release()
 
             with self._guard:
-                self._planned.update(url_of(spec.path, 1) for spec in self.endpoints)
+                self._planned.update(
+                    (url_of(spec.path, 1), (index, 1)) for index, spec in enumerate(self.endpoints)
+                )
             try:
-                for spec in self.endpoints:
+                for index, spec in enumerate(self.endpoints):
                     await slots.acquire()
                     first = await send(spec.path, 1)
                     pages = range(2, _announced_pages(spec.models(self._version), first) + 1)
                     urls = {page: url_of(spec.path, page) for page in pages}
                     with self._guard:
-                        self._planned.update(urls.values())
+                        self._planned.update((url, (index, page)) for page, url in urls.items())
                     for page in pages:
                         await slots.acquire()
-                        await self._until_room(urls[page])
+                        await self._until_room(urls[page], (index, page))
                         if self._stopped:
                             slots.release()
                             break
@@ -314,20 +327,27 @@ class Prefetch:
                     self._stopped = True
                     self._settle_unsent()
 
-    async def _until_room(self, url: str) -> None:
-        """Wait while ``max_bytes`` are held, unless the run waits for a page not sent yet."""
+    async def _until_room(self, url: str, position: tuple[int, int]) -> None:
+        """Wait while the prefetch holds ``max_bytes`` (before the claim) or is :data:`AHEAD` of the
+        run (after it), unless the run waits for a page not sent yet."""
         assert self._room is not None
         while True:
             with self._guard:
-                if (
-                    self._stopped
-                    or self._held < self.max_bytes
-                    or self._awaited
-                    or url in self._sent
-                ):
+                if self._stopped or self._awaited or url in self._sent or self._room_for(position):
                     return
                 self._room.clear()
             await self._room.wait()
+
+    def _room_for(self, position: tuple[int, int]) -> bool:
+        """Whether the page at ``position`` may be sent now (under the guard)."""
+        if not self._claimed:
+            return self._held < self.max_bytes
+        ahead = AHEAD * self.concurrency
+        endpoint, page = position
+        asked_endpoint, asked_page = self._asked
+        if endpoint < asked_endpoint:  # the run went on to the next endpoint
+            return True
+        return page <= (asked_page if endpoint == asked_endpoint else 0) + ahead
 
     async def _send(self, http: httpx.AsyncClient, path: str, page: int) -> Answer | None:
         """One request, its outcome published under its URL as the run's client will build it."""
@@ -346,9 +366,9 @@ class Prefetch:
         outcome: Outcome = None
         try:
             response = await http.send(request)
-            with self._guard:  # held until the run takes it: compressed
-                untaken = self._answers.get(url) is future
-            outcome = Answer.of(response, compress=untaken)
+            with self._guard:  # held until a claim: compressed
+                held = not self._claimed and self._answers.get(url) is future
+            outcome = Answer.of(response, compress=held)
         except httpx.RequestError as exc:
             outcome = exc
         except Exception:  # not a request's failure (a bug): the run sends it again itself
@@ -392,8 +412,7 @@ class PrefetchedTransport(httpx.AsyncBaseTransport):
         try:
             await asyncio.to_thread(self._prefetch.close)
             log.info(
-                "%d request(s) answered by the listing sent ahead of the run "
-                "(%d sent, %d kB held compressed)",
+                "%d request(s) answered by the listing sent ahead of the run (%d sent, %d kB kept)",
                 self._prefetch.taken,
                 self._prefetch.sent,
                 self._prefetch.received // 1024,

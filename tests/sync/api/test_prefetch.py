@@ -20,7 +20,7 @@ import pytest
 from simulator import SimulatorServer
 from simulator.admin import AdminClient
 from sync.api.client import PhalaClient
-from sync.api.prefetch import Answer, Prefetch
+from sync.api.prefetch import AHEAD, Answer, Prefetch
 from sync.api.retry import RetryPolicy
 from sync.endpoints import APPS, CVMS
 from sync.errors import ApiTransportError
@@ -180,6 +180,32 @@ def test_it_waits_while_it_holds_max_bytes_and_goes_on_as_the_run_takes(
     assert _listing(simulator.base_url, ahead.transport(network)) == expected
     assert network.urls == []
     assert ahead.taken == ahead.sent > PAGES[CVMS.name]
+
+
+def test_after_the_claim_it_keeps_only_a_few_pages_ahead_of_the_run(
+    simulator: SimulatorServer,
+) -> None:
+    expected = _listing(simulator.base_url, None)
+    ahead = _prefetch(simulator.base_url, max_bytes=1)  # page 1 only, before the claim
+    while not ahead.sent:
+        time.sleep(0.01)
+    network = Counted()
+    transport = ahead.transport(network)
+    page_1 = f"{simulator.base_url}{CVMS.path}?page=1&page_size={PAGE_SIZE}"
+    first = ahead.take(page_1)  # as the run's client would
+    assert first is not None
+    first.result(timeout=30)
+    window = AHEAD * ahead.concurrency
+    assert PAGES[CVMS.name] > 1 + window  # the fleet is larger than the window
+    deadline = time.monotonic() + 30
+    while ahead.sent < 1 + window:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.5)  # room to send more, if it wrongly would
+    assert ahead.sent == 1 + window
+    assert _listing(simulator.base_url, transport) == expected
+    assert network.urls == [page_1]  # taken once, above: the client's own request goes out
+    assert ahead.taken == ahead.sent
 
 
 def test_it_holds_each_answer_compressed_and_gives_it_back_byte_for_byte(
