@@ -17,9 +17,13 @@ connection) is retried over the network like any other.
 
 Before the run claims it, it holds each answer with its body compressed (zlib, level 1: a page of
 JSON keeps about a tenth of its size), decompressed when the run takes it, and waits while it holds
-``max_bytes`` of them. After the claim it sends at most :data:`AHEAD` pages (times the concurrency)
-beyond the last one the run asked for, and keeps them as they came: against a near API the run's
-parsing sets the pace, and a prefetch running far ahead would only take CPU and memory from it.
+``max_bytes`` of them. After the claim it goes on only if its answers took ``slow_answer``
+(:data:`SLOW_ANSWER`) or more on average, at most :data:`AHEAD` times the concurrency pages beyond
+the last one the run asked for, kept as they came. Against a near API the run's parsing sets the
+pace, and a thread doing the run's networking beside it only takes the GIL from it (measured: a
+100k unchanged resync at 0 ms parsed in 13.8 s instead of 5.0 s), so there it stops at the claim
+and the run's client sends the rest itself.
+
 It stops sending at an answer that is not a 2xx page or a request that fails: from there the run
 sends its own requests. Answers nobody asked for are dropped when it closes. Whether a run may use
 a prefetch at all (the same requests; no run of the target stored anything since it began) is
@@ -30,11 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +53,7 @@ from sync.endpoints import EndpointSpec, ListModels
 from sync.settings import Settings, api_key_text
 from sync.versions import get_version
 
-__all__ = ["MAX_BYTES", "Answer", "Prefetch", "PrefetchedTransport"]
+__all__ = ["AHEAD", "MAX_BYTES", "SLOW_ANSWER", "Answer", "Prefetch", "PrefetchedTransport"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,9 @@ MAX_BYTES = 4 * 1024 * 1024
 #: After the claim: how far ahead of the run's last request the prefetch sends, in multiples of
 #: the concurrency (pages of the same endpoint, or the first pages of the next one).
 AHEAD = 2
+#: The mean time per answer from which the prefetch goes on after the claim: the network sets the
+#: pace of a listing whose pages take this long (parsing a page takes 5-15 ms here).
+SLOW_ANSWER = 0.025
 #: Headers that described the body as it came over the wire; the body kept is decoded.
 _WIRE_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 
@@ -90,6 +98,9 @@ class Answer:
     def body(self) -> bytes:
         return zlib.decompress(self.data) if self.compressed else self.data
 
+
+#: Page 1's answer -> the URLs of the pages it announced, with their (endpoint's index, page).
+Plan = Callable[[Answer | None], dict[str, tuple[int, int]]]
 
 #: What a prefetched request came to: an answer, a failure to raise as the request's own, or
 #: None (not sent, or cut short by the prefetch's close): send it to the network.
@@ -126,6 +137,7 @@ class Prefetch:
         timeout: float,
         endpoints: Sequence[EndpointSpec[Any]],
         max_bytes: int = MAX_BYTES,
+        slow_answer: float = SLOW_ANSWER,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """Starts at once; nothing waits for it. ``transport`` is for tests."""
@@ -136,6 +148,7 @@ class Prefetch:
         self.endpoints = tuple(endpoints)
         self._version = get_version(version)
         self.max_bytes = max_bytes
+        self.slow_answer = slow_answer
         self._key = api_key
         self._key_digest = hashlib.sha256(api_key.encode()).hexdigest()
         self._timeout = timeout
@@ -151,13 +164,16 @@ class Prefetch:
         self._asked = (0, 0)  # the furthest planned (endpoint's index, page) the run asked for
         self._claimed = False
         self._held = 0  # bytes of answers received and not taken
+        self._waited = 0.0  # seconds the answers received took, in all
         self._stopped = False  # closed or failed: send nothing new
-        #: Requests sent, requests taken by the run, and bytes of answers received.
+        #: Requests sent, requests taken by the run, answers and their bytes received.
+        self._answered = 0
         self.sent = 0
         self.taken = 0
         self.received = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
         self._room: asyncio.Event | None = None  # set when the run takes an answer or waits
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="phala-sync prefetch", daemon=True)
@@ -198,6 +214,9 @@ class Prefetch:
         """The run's transport: prefetched answers first, ``inner`` for the rest."""
         with self._guard:
             self._claimed = True
+            if self._answered and self._waited < self.slow_answer * self._answered:
+                self._stopped = True  # a near API: the run's client sends the rest
+        self._wake()
         return PrefetchedTransport(self, inner)
 
     def take(self, url: str) -> Future[Outcome] | None:
@@ -230,10 +249,10 @@ class Prefetch:
         """Stop sending, cut short what is in flight, drop what was not taken; join the thread."""
         with self._guard:
             self._stopped = True
-        loop, main = self._loop, self._main
-        if loop is not None and main is not None:
+        loop, task = self._loop, self._sender or self._main
+        if loop is not None and task is not None:
             with contextlib.suppress(RuntimeError):  # the loop already ended
-                loop.call_soon_threadsafe(main.cancel)
+                loop.call_soon_threadsafe(task.cancel)
         self._thread.join(timeout=30)
         with self._guard:
             self._settle_unsent()
@@ -272,7 +291,11 @@ class Prefetch:
             loop.close()
 
     async def _send_ahead(self) -> None:
-        """Page 1 of each endpoint alone, then its announced pages, ``concurrency`` at a time."""
+        """The sender, with a client that is closed whatever becomes of the sender.
+
+        :meth:`close` cancels the sender, never this: a cancellation that reached the client's
+        own closing would leave its sockets open.
+        """
         self._room = asyncio.Event()
         async with http_client(
             base_url=self.base_url,
@@ -282,50 +305,66 @@ class Prefetch:
             concurrency=self.concurrency,
             transport=self._wire,
         ) as http:
-            slots = asyncio.Semaphore(self.concurrency)
-            in_flight: set[asyncio.Task[Answer | None]] = set()
+            self._sender = asyncio.create_task(self._send_all(http))
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
 
-            def url_of(path: str, page: int) -> str:
-                params = {"page": page, "page_size": self.page_size}
-                return str(http.build_request("GET", path, params=params).url)
+    async def _send_all(self, http: httpx.AsyncClient) -> None:
+        """Page 1 of each endpoint alone, then its announced pages, ``concurrency`` at a time."""
+        slots = asyncio.Semaphore(self.concurrency)
+        in_flight: set[asyncio.Task[Answer | None]] = set()
 
-            async def send(path: str, page: int) -> Answer | None:
-                try:
-                    return await self._send(http, path, page)
-                finally:
-                    slots.release()
+        def url_of(path: str, page: int) -> str:
+            params = {"page": page, "page_size": self.page_size}
+            return str(http.build_request("GET", path, params=params).url)
 
-            with self._guard:
-                self._planned.update(
-                    (url_of(spec.path, 1), (index, 1)) for index, spec in enumerate(self.endpoints)
-                )
+        async def send(path: str, page: int, plan: Plan | None = None) -> Answer | None:
             try:
-                for index, spec in enumerate(self.endpoints):
-                    await slots.acquire()
-                    first = await send(spec.path, 1)
-                    pages = range(2, _announced_pages(spec.models(self._version), first) + 1)
-                    urls = {page: url_of(spec.path, page) for page in pages}
-                    with self._guard:
-                        self._planned.update((url, (index, page)) for page, url in urls.items())
-                    for page in pages:
-                        await slots.acquire()
-                        await self._until_room(urls[page], (index, page))
-                        if self._stopped:
-                            slots.release()
-                            break
-                        task = asyncio.create_task(send(spec.path, page))
-                        in_flight.add(task)
-                        task.add_done_callback(in_flight.discard)
-                    if self._stopped:
-                        break
-                await asyncio.gather(*in_flight, return_exceptions=True)
+                return await self._send(http, path, page, plan)
             finally:
-                for task in in_flight:
-                    task.cancel()
-                await asyncio.gather(*in_flight, return_exceptions=True)
-                with self._guard:
-                    self._stopped = True
-                    self._settle_unsent()
+                slots.release()
+
+        with self._guard:
+            self._planned.update(
+                (url_of(spec.path, 1), (index, 1)) for index, spec in enumerate(self.endpoints)
+            )
+        try:
+            for index, spec in enumerate(self.endpoints):
+                rest: dict[str, tuple[int, int]] = {}
+                await slots.acquire()
+                await send(spec.path, 1, functools.partial(self._plan, rest, index, url_of))
+                for url, (_, page) in rest.items():
+                    await slots.acquire()
+                    await self._until_room(url, (index, page))
+                    if self._stopped:
+                        slots.release()
+                        break
+                    task = asyncio.create_task(send(spec.path, page))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                if self._stopped:
+                    break
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            with self._guard:
+                self._stopped = True
+                self._settle_unsent()
+
+    def _plan(
+        self,
+        into: dict[str, tuple[int, int]],
+        index: int,
+        url_of: Callable[[str, int], str],
+        first: Answer | None,
+    ) -> dict[str, tuple[int, int]]:
+        """The pages after page 1 of endpoint ``index`` that ``first`` announced (see Plan)."""
+        spec = self.endpoints[index]
+        announced = _announced_pages(spec.models(self._version), first)
+        into.update({url_of(spec.path, page): (index, page) for page in range(2, announced + 1)})
+        return into
 
     async def _until_room(self, url: str, position: tuple[int, int]) -> None:
         """Wait while the prefetch holds ``max_bytes`` (before the claim) or is :data:`AHEAD` of the
@@ -349,8 +388,15 @@ class Prefetch:
             return True
         return page <= (asked_page if endpoint == asked_endpoint else 0) + ahead
 
-    async def _send(self, http: httpx.AsyncClient, path: str, page: int) -> Answer | None:
-        """One request, its outcome published under its URL as the run's client will build it."""
+    async def _send(
+        self, http: httpx.AsyncClient, path: str, page: int, plan: Plan | None
+    ) -> Answer | None:
+        """One request, its outcome published under its URL as the run's client will build it.
+
+        ``plan`` (page 1's) gives the URLs the prefetch will send next, planned before the answer
+        is published: the run's client, which asks for them once it has page 1, then waits for
+        them instead of sending them itself.
+        """
         request = http.build_request(
             "GET", path, params={"page": page, "page_size": self.page_size}
         )
@@ -366,6 +412,9 @@ class Prefetch:
         outcome: Outcome = None
         try:
             response = await http.send(request)
+            with self._guard:
+                self._answered += 1
+                self._waited += response.elapsed.total_seconds()
             with self._guard:  # held until a claim: compressed
                 held = not self._claimed and self._answers.get(url) is future
             outcome = Answer.of(response, compress=held)
@@ -374,7 +423,10 @@ class Prefetch:
         except Exception:  # not a request's failure (a bug): the run sends it again itself
             log.debug("prefetch of %s page %d failed", path, page, exc_info=True)
         finally:  # a cancelled request (close) settles as None
+            answer = outcome if isinstance(outcome, Answer) else None
+            planned = plan(answer) if plan is not None else {}
             with self._guard:
+                self._planned.update(planned)
                 _settle(future, outcome)
                 if isinstance(outcome, Answer):
                     self.received += len(outcome.data)

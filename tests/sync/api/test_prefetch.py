@@ -28,6 +28,9 @@ from tests.flow_fixtures import ADMIN_TOKEN, API_KEY, FLEET
 
 PAGE_SIZE = 10
 PAGES = {CVMS.name: -(-FLEET // PAGE_SIZE)}  # the CVM pages; the apps' come from the answers
+#: ``slow_answer`` for a prefetch that goes on after the claim (as against a distant API), and
+#: for one that stops there (a near API), whatever the loopback's answers take on a loaded machine.
+DISTANT, NEAR = 0.0, 60.0
 
 
 class Counted(httpx.AsyncBaseTransport):
@@ -116,7 +119,7 @@ def test_after_the_claim_it_goes_on_and_the_run_waits_for_what_it_has_yet_to_sen
 ) -> None:
     expected = _listing(simulator.base_url, None)
     admin.set_faults(["latency:ms=150"])
-    ahead = _prefetch(simulator.base_url)
+    ahead = _prefetch(simulator.base_url, slow_answer=DISTANT)
     while not ahead.sent:
         time.sleep(0.01)
     network = Counted()
@@ -169,7 +172,7 @@ def test_it_waits_while_it_holds_max_bytes_and_goes_on_as_the_run_takes(
     simulator: SimulatorServer,
 ) -> None:
     expected = _listing(simulator.base_url, None)
-    ahead = _prefetch(simulator.base_url, max_bytes=1)
+    ahead = _prefetch(simulator.base_url, max_bytes=1, slow_answer=DISTANT)
     deadline = time.monotonic() + 30
     while not ahead.received:
         assert time.monotonic() < deadline
@@ -186,7 +189,7 @@ def test_after_the_claim_it_keeps_only_a_few_pages_ahead_of_the_run(
     simulator: SimulatorServer,
 ) -> None:
     expected = _listing(simulator.base_url, None)
-    ahead = _prefetch(simulator.base_url, max_bytes=1)  # page 1 only, before the claim
+    ahead = _prefetch(simulator.base_url, max_bytes=1, slow_answer=DISTANT)  # page 1 only first
     while not ahead.sent:
         time.sleep(0.01)
     network = Counted()
@@ -206,6 +209,21 @@ def test_after_the_claim_it_keeps_only_a_few_pages_ahead_of_the_run(
     assert _listing(simulator.base_url, transport) == expected
     assert network.urls == [page_1]  # taken once, above: the client's own request goes out
     assert ahead.taken == ahead.sent
+
+
+def test_against_a_near_api_it_stops_at_the_claim_and_the_run_sends_the_rest(
+    simulator: SimulatorServer,
+) -> None:
+    expected = _listing(simulator.base_url, None)
+    ahead = _prefetch(simulator.base_url, max_bytes=1, slow_answer=NEAR)  # page 1 only first
+    deadline = time.monotonic() + 30
+    while not ahead.received:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    network = Counted()
+    assert _listing(simulator.base_url, ahead.transport(network)) == expected
+    assert (ahead.sent, ahead.taken) == (1, 1)
+    assert len(network.urls) == len(set(network.urls)) > PAGES[CVMS.name]
 
 
 def test_it_holds_each_answer_compressed_and_gives_it_back_byte_for_byte(
