@@ -17,12 +17,12 @@ connection) is retried over the network like any other.
 
 Before the run claims it, it holds each answer with its body compressed (zlib, level 1: a page of
 JSON keeps about a tenth of its size), decompressed when the run takes it, and waits while it holds
-``max_bytes`` of them. After the claim it goes on only if its answers took ``slow_answer``
-(:data:`SLOW_ANSWER`) or more on average, at most :data:`AHEAD` times the concurrency pages beyond
-the last one the run asked for, kept as they came. Against a near API the run's parsing sets the
-pace, and a thread doing the run's networking beside it only takes the GIL from it (measured: a
-100k unchanged resync at 0 ms parsed in 13.8 s instead of 5.0 s), so there it stops at the claim
-and the run's client sends the rest itself.
+``max_bytes`` of them. After the claim it goes on only if its answers came ``slow_answer``
+(:data:`SLOW_ANSWER`) or more apart on average, at most :data:`AHEAD` times the concurrency pages
+beyond the last one the run asked for, kept as they came. Against a near API the run's parsing
+sets the pace, and a thread doing the run's networking beside it only takes the GIL from it
+(measured: a 100k unchanged resync at 0 ms parsed in 13.8 s instead of 5.0 s), so there it stops
+at the claim and the run's client sends the rest itself.
 
 It stops sending at an answer that is not a 2xx page or a request that fails: from there the run
 sends its own requests. Answers nobody asked for are dropped when it closes. Whether a run may use
@@ -66,9 +66,12 @@ MAX_BYTES = 4 * 1024 * 1024
 #: After the claim: how far ahead of the run's last request the prefetch sends, in multiples of
 #: the concurrency (pages of the same endpoint, or the first pages of the next one).
 AHEAD = 2
-#: The mean time per answer from which the prefetch goes on after the claim: the network sets the
-#: pace of a listing whose pages take this long (parsing a page takes 5-15 ms here).
-SLOW_ANSWER = 0.025
+#: The time per page from which the prefetch goes on after the claim: the mean time an answer took,
+#: divided by the concurrency (with 4 in flight, pages arrive that far apart). The network sets the
+#: pace of a listing whose pages come this far apart: the run parses and stages a page in 5-20 ms
+#: here. At 100 ms per request, 4 in flight: 25 ms; from the simulator at 0 ms: 5-8 ms (its own
+#: rendering and the machine's load; 25 ms per answer, a first threshold, was crossed there).
+SLOW_ANSWER = 0.0125
 #: Headers that described the body as it came over the wire; the body kept is decoded.
 _WIRE_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 
@@ -214,8 +217,15 @@ class Prefetch:
         """The run's transport: prefetched answers first, ``inner`` for the rest."""
         with self._guard:
             self._claimed = True
-            if self._answered and self._waited < self.slow_answer * self._answered:
+            per_page = self._waited / max(1, self._answered) / self.concurrency
+            if self._answered and per_page < self.slow_answer:
                 self._stopped = True  # a near API: the run's client sends the rest
+            log.debug(
+                "the listing sent ahead, claimed: %d answers, %.1f ms apart; %s",
+                self._answered,
+                per_page * 1000,
+                "stops" if self._stopped else "goes on",
+            )
         self._wake()
         return PrefetchedTransport(self, inner)
 
