@@ -325,8 +325,7 @@ class Prefetch:
         in_flight: set[asyncio.Task[Answer | None]] = set()
 
         def url_of(path: str, page: int) -> str:
-            params = {"page": page, "page_size": self.page_size}
-            return str(http.build_request("GET", path, params=params).url)
+            return str(self._request(http, path, page).url)
 
         async def send(path: str, page: int, plan: Plan | None = None) -> Answer | None:
             try:
@@ -362,6 +361,10 @@ class Prefetch:
             with self._guard:
                 self._stopped = True
                 self._settle_unsent()
+
+    def _request(self, http: httpx.AsyncClient, path: str, page: int) -> httpx.Request:
+        """The request for ``page``, as the run's client builds it (so its URL is the key)."""
+        return http.build_request("GET", path, params={"page": page, "page_size": self.page_size})
 
     def _plan(
         self,
@@ -407,9 +410,7 @@ class Prefetch:
         is published: the run's client, which asks for them once it has page 1, then waits for
         them instead of sending them itself.
         """
-        request = http.build_request(
-            "GET", path, params={"page": page, "page_size": self.page_size}
-        )
+        request = self._request(http, path, page)
         url = str(request.url)
         with self._guard:
             if self._stopped or url in self._sent:
@@ -425,8 +426,7 @@ class Prefetch:
             with self._guard:
                 self._answered += 1
                 self._waited += response.elapsed.total_seconds()
-            with self._guard:  # held until a claim: compressed
-                held = not self._claimed and self._answers.get(url) is future
+                held = not self._claimed and self._answers.get(url) is future  # compressed
             outcome = Answer.of(response, compress=held)
         except httpx.RequestError as exc:
             outcome = exc
