@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from models import QuarantinedItem, table_of
 from sync import clock, prefetching
@@ -30,10 +30,11 @@ from sync.errors import TooManyInvalidItemsError, UnstorableItemError
 from sync.listing import ListingResult, OnPage, read_listing
 from sync.records import EntityType
 from sync.settings import Settings
+from sync.store import ahead
 from sync.store.apply import EntityCounts, apply_staged, quarantine_refused
 from sync.store.ledger import close_abandoned, fail_run, finish_run, require_running, start_run
 from sync.store.lock import run_lock
-from sync.store.migrate import ensure_schema
+from sync.store.migrate import SchemaState, check_schema, ensure_schema
 from sync.store.staging import Stager, clear_staging
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,9 @@ GC_THRESHOLD = 5_000
 #: What ``timings`` name: ``fetch``, the whole fetch-and-stage stage, of which ``parse`` (decoding,
 #: hashing, validating and normalizing pages) and ``stage`` (building and writing staged rows) are
 #: the CPU-bound parts and the rest is waiting for the API; ``load_known``, reading the stored
-#: hashes; ``apply``, the apply transaction, of which ``levels`` is keeping ``fleet_levels``.
-TIMINGS = ("fetch", "load_known", "parse", "stage", "apply", "levels")
+#: hashes; ``apply``, the apply transaction, of which ``levels`` is keeping ``fleet_levels``;
+#: ``ahead``, the apply ahead's writing during the fetch (:mod:`sync.store.ahead`), when it ran.
+TIMINGS = ("fetch", "load_known", "parse", "stage", "apply", "levels", "ahead")
 
 
 @dataclass(frozen=True)
@@ -145,15 +147,17 @@ def target_lock(engine: Engine, settings: Settings) -> contextlib.AbstractContex
 def open_run(engine: Engine, settings: Settings) -> tuple[int, datetime]:
     """With the target's lock held: check the schema, close abandoned runs, open a ledger row.
 
-    The schema check (which may create or migrate it) runs under the database's lock, so two
-    first runs of different targets cannot race.
+    Creating or migrating the schema runs under the database's lock, so two first runs of
+    different targets cannot race. A schema at head needs no lock: a run opens while another
+    target's apply (or its apply ahead, :mod:`sync.store.ahead`) holds it.
     """
-    with database_lock(engine, settings):
-        ensure_schema(engine, migrate=settings.migrate)
-        started = clock.now()
-        run_id = start_run(
-            engine, target=settings.target, api_version=settings.api_version, now=started
-        )
+    if check_schema(engine, migrate=settings.migrate) is not SchemaState.CURRENT:
+        with database_lock(engine, settings):
+            ensure_schema(engine, migrate=settings.migrate)
+    started = clock.now()
+    run_id = start_run(
+        engine, target=settings.target, api_version=settings.api_version, now=started
+    )
     abandoned = close_abandoned(engine, now=started, by_run=run_id, target=settings.target)
     if abandoned:
         log.warning("closed %d abandoned run(s) as failed: %s", len(abandoned), abandoned)
@@ -197,30 +201,38 @@ async def fetch_and_stage(
     clear_staging(engine, [run_id], quarantine=True)
     if transport is None:
         transport = prefetching.claim(engine, settings, run_id)
-    stager = Stager(engine, run_id, settings.target)
-    listings: dict[str, ListingResult] = {}
-    async with PhalaClient.from_settings(settings, transport=transport) as client:
-        try:
-            with tuned_gc():
-                for spec in listed_endpoints():
-                    pages = functools.partial(client.pages, spec)
-                    listings[spec.name] = await read_listing(spec, pages, stager, on_page)
-        finally:
-            stager.close()
-    timings = {
-        "fetch": time.perf_counter() - start,
-        "load_known": stager.load_seconds,
-        "parse": client.parse_seconds,
-        "stage": stager.seconds,
-    }
-    fetched = FetchResult(listings, timings=timings)
-    share = _over_invalid_share(settings, fetched.quarantined, fetched.considered)
-    if settings.validation_policy == "quarantine" and share is not None:
-        raise TooManyInvalidItemsError(
-            f"{fetched.quarantined} of {fetched.considered} items failed validation against API "
-            f"version {settings.api_version} ({share}); see quarantined_items for run {run_id}. "
-            "If the API changed, pin a supported version or raise PHALA_SYNC_MAX_INVALID_SHARE"
-        )
+    early = ahead.begin(engine, target=settings.target, run_id=run_id)
+    try:
+        stager = Stager(engine, run_id, settings.target, ahead=early)
+        listings: dict[str, ListingResult] = {}
+        async with PhalaClient.from_settings(settings, transport=transport) as client:
+            try:
+                with tuned_gc():
+                    for spec in listed_endpoints():
+                        pages = functools.partial(client.pages, spec)
+                        listings[spec.name] = await read_listing(spec, pages, stager, on_page)
+            finally:
+                stager.close()
+        timings = {
+            "fetch": time.perf_counter() - start,
+            "load_known": stager.load_seconds,
+            "parse": client.parse_seconds,
+            "stage": stager.seconds,
+        }
+        if early is not None:
+            timings["ahead"] = early.seconds
+        fetched = FetchResult(listings, timings=timings)
+        share = _over_invalid_share(settings, fetched.quarantined, fetched.considered)
+        if settings.validation_policy == "quarantine" and share is not None:
+            raise TooManyInvalidItemsError(
+                f"{fetched.quarantined} of {fetched.considered} items failed validation against "
+                f"API version {settings.api_version} ({share}); see quarantined_items for run "
+                f"{run_id}. If the API changed, pin a supported version or raise "
+                "PHALA_SYNC_MAX_INVALID_SHARE"
+            )
+    except BaseException:
+        ahead.discard(engine, run_id)
+        raise
     return fetched
 
 
@@ -286,8 +298,14 @@ def apply_run(
     at a time, since they share nodes, workspaces and creators.
     """
     start = time.perf_counter()
-    with database_lock(engine, settings), engine.begin() as conn:
-        now = clock.now()
+    early = ahead.take(engine, run_id)
+    transaction: contextlib.AbstractContextManager[Connection]
+    if early is not None:  # begun with the fetch: its transaction holds the lock
+        transaction, now, appliers = early.transaction(), early.now, early.appliers
+    else:
+        transaction = _locked_transaction(engine, settings)
+        now, appliers = clock.now(), None
+    with transaction as conn:
         require_running(conn, run_id)
         listed = fetch.by_entity_type()
         applied = apply_staged(
@@ -298,6 +316,7 @@ def apply_run(
             complete={t: listing.complete for t, listing in listed.items()},
             unchanged={t: listing.unchanged for t, listing in listed.items()},
             gone={t: listing.gone for t, listing in listed.items()},
+            ahead=appliers,
         )
         counts = applied.counts
         _check_refused(settings, fetch, applied.refused)
@@ -322,6 +341,12 @@ def apply_run(
             "levels": applied.levels_seconds,
         },
     )
+
+
+@contextlib.contextmanager
+def _locked_transaction(engine: Engine, settings: Settings) -> Iterator[Connection]:
+    with database_lock(engine, settings), engine.begin() as conn:
+        yield conn
 
 
 def record_failure(
@@ -371,6 +396,7 @@ async def run_stages(
             fetched = await fetch(run_id)
             return await apply(run_id, started, fetched)
         except BaseException as exc:
+            ahead.discard(engine, run_id)  # a run that failed between its fetch and its apply
             record_failure(engine, run_id, exc, fetched)
             raise
 

@@ -30,7 +30,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import sqlalchemy.exc
@@ -60,7 +60,7 @@ from sync.records import APP_MEMBERS, REFERENCE_TYPES, EntityType
 from sync.store import fleet_levels, membership
 from sync.store.bulk import analyze, bulk_insert
 from sync.store.specs import APPLY_ORDER, SPECS, EntitySpec
-from sync.store.staging import insert_quarantined
+from sync.store.staging import StagedRow, insert_quarantined
 
 #: Staged rows applied per batch (and per savepoint); bounds the apply's memory.
 CHUNK = 1000
@@ -104,6 +104,15 @@ class _Batch:
     created: int = 0
     updated: int = 0
     restored: int = 0
+
+
+class _Staged(NamedTuple):
+    """A staged row as the apply reads it, when it comes from the stager rather than the table."""
+
+    entity_id: str
+    observed_hash: str
+    fields_json: str | None
+    raw_json: str | None
 
 
 @dataclass(frozen=True)
@@ -167,6 +176,7 @@ class _EntityApplier:
         self.now = now
         self.counts = EntityCounts()
         self.refused: list[Rejection] = []
+        self._refused_ids: set[str] = set()
         t = spec.table
         self._key_param = "b_key"
         # executemany UPDATEs: the SET clause comes from the keys of the parameter dicts.
@@ -226,6 +236,8 @@ class _EntityApplier:
             if not rows:
                 return
             after = rows[-1].entity_id
+            if self._refused_ids:  # refused while applied ahead: set aside once
+                rows = [r for r in rows if r.entity_id not in self._refused_ids]
             current: dict[str, Any] = {}
             if not new:
                 keys = [spec.key_value(r.entity_id) for r in rows]
@@ -233,8 +245,38 @@ class _EntityApplier:
                     current[str(row._mapping[spec.key])] = row._mapping
             self._apply_rows(rows, current)
 
+    def apply_listed(self, rows: Sequence[StagedRow]) -> bool:
+        """Apply staged rows as the stager writes them (:mod:`sync.store.ahead`).
+
+        What needs work is judged as :meth:`_apply_chunks` judges it, against the stored rows.
+        Returns False, writing nothing, when the rows repeat an entity: one twice among them, one
+        this run already wrote or the database refused. The apply after the fetch would keep
+        only its last sighting, so applying each sighting in turn could differ from it.
+        """
+        spec = self.spec
+        ids = [r[2] for r in rows]
+        if len(set(ids)) < len(ids) or self._refused_ids.intersection(ids):
+            return False
+        current: dict[str, Any] = {}
+        keys = [spec.key_value(i) for i in ids]
+        for row in self.conn.execute(select(spec.table).where(spec.key_column.in_(keys))):
+            stored = row._mapping
+            if stored["last_seen_run_id"] == self.run_id:
+                return False
+            current[str(stored[spec.key])] = stored
+        work = [
+            _Staged(r[2], r[4], r[5], r[6])
+            for r in rows
+            if (cur := current.get(r[2])) is None
+            or cur["observed_hash"] != r[4]
+            or cur["deleted_at"] is not None
+        ]
+        if work:
+            self._apply_rows(work, current)
+        return True
+
     def _apply_rows(
-        self, rows: Sequence[Row[*tuple[Any, ...]]], current: Mapping[str, Any]
+        self, rows: Sequence[Row[*tuple[Any, ...]]] | Sequence[_Staged], current: Mapping[str, Any]
     ) -> None:
         """Write these staged rows; rows the database refuses are found by halving, set aside.
 
@@ -262,8 +304,9 @@ class _EntityApplier:
                 raise
             if len(rows) == 1:
                 r = rows[0]
-                raw = r.raw_json if r.raw_json is not None else r.fields_json
+                raw = r.raw_json if r.raw_json is not None else r.fields_json or ""
                 self.refused.append(_refusal(spec.entity_type, r.entity_id, raw, exc))
+                self._refused_ids.add(r.entity_id)
                 return
             half = len(rows) // 2
             self._apply_rows(rows[:half], current)
@@ -572,20 +615,27 @@ def apply_staged(
     complete: Mapping[EntityType, bool],
     unchanged: Mapping[EntityType, int] | None = None,
     gone: Mapping[EntityType, Sequence[str]] | None = None,
+    ahead: Appliers | None = None,
 ) -> Applied:
     """Apply every staged record of ``run_id``.
 
     ``unchanged`` counts the listed items the fetch skipped (equal bytes); ``gone`` lists the
     stored live keys a listing did not show, deleted where ``complete`` says the listing was.
     Items the database refuses are left out and returned (see :class:`Applied`); the caller
-    decides whether the run may still succeed and quarantines them.
+    decides whether the run may still succeed and quarantines them. ``ahead`` are the appliers
+    that already applied staged rows on this connection, in this transaction, during the fetch
+    (:mod:`sync.store.ahead`): their counts go on, and what they wrote needs no more work.
     """
     dedupe_staging(conn, run_id)
     # Fresh statistics for the staged rows, which the apply joins against the inventory.
     analyze(conn, _STAGING)
     appliers: dict[EntityType, _EntityApplier] = {}
     for entity_type in APPLY_ORDER:
-        applier = _EntityApplier(conn, SPECS[entity_type], run_id, target, now)
+        applier = (
+            ahead.by_type[entity_type]
+            if ahead is not None
+            else _EntityApplier(conn, SPECS[entity_type], run_id, target, now)
+        )
         applier.apply_staged((unchanged or {}).get(entity_type, 0))
         if SPECS[entity_type].scoped:
             applier.record_memberships()
@@ -604,6 +654,25 @@ def apply_staged(
         [item for a in appliers.values() for item in a.refused],
         levels_seconds=time.perf_counter() - start,
     )
+
+
+@dataclass(frozen=True)
+class Appliers:
+    """One applier per entity type on one connection: the apply of a run begun early."""
+
+    by_type: dict[EntityType, _EntityApplier]
+
+    @classmethod
+    def open(cls, conn: Connection, *, run_id: int, target: str, now: datetime) -> Appliers:
+        return cls({t: _EntityApplier(conn, SPECS[t], run_id, target, now) for t in APPLY_ORDER})
+
+    def apply_listed(self, rows: Sequence[StagedRow]) -> bool:
+        """Apply a batch of staged rows, references first; False if it repeats an entity (see
+        :meth:`_EntityApplier.apply_listed`), in which case the caller must roll back."""
+        by_type: dict[str, list[StagedRow]] = {}
+        for row in rows:
+            by_type.setdefault(row[1], []).append(row)
+        return all(self.by_type[t].apply_listed(by_type[t]) for t in APPLY_ORDER if t in by_type)
 
 
 def retire_memberships(
@@ -636,6 +705,7 @@ def quarantine_refused(conn: Connection, run_id: int, refused: Sequence[Rejectio
 __all__ = [
     "CHUNK",
     "Applied",
+    "Appliers",
     "EntityCounts",
     "apply_staged",
     "dedupe_staging",

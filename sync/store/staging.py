@@ -22,7 +22,7 @@ import contextlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, delete, insert
 
@@ -47,6 +47,14 @@ _COLUMNS = (
     "raw_json",
 )
 StagedRow = tuple[int, str, str, int, str, str | None, str | None]
+
+
+class RowSink(Protocol):
+    """Where staged rows also go as they are written: the apply ahead (:mod:`sync.store.ahead`)."""
+
+    def put(self, rows: Sequence[StagedRow]) -> None: ...
+
+    def abandon(self, reason: str) -> None: ...
 
 
 def listed_row(
@@ -117,6 +125,8 @@ class Stager:
     #: about 130), else at the commit. One COPY per page cost a round trip per page: most pages of
     #: a 1% resync hold one or two changed items (1.8 s of its fetch at 100k CVMs).
     rows_per_write: int = 1_000
+    #: Also handed every batch of rows written, and told when a second listing pass begins.
+    ahead: RowSink | None = None
     _refs: dict[tuple[str, str], Record] = field(default_factory=dict)
     _conn: Connection | None = None
     _pending: int = 0
@@ -173,6 +183,8 @@ class Stager:
         Returns the keys staged and the valid items set aside for a value no column can hold.
         """
         start = time.perf_counter()
+        if pass_no > 1 and self.ahead is not None:
+            self.ahead.abandon("the listing was read again (the final pass is the truth)")
         rows, staged, set_aside = self._rows(get_endpoint(page.endpoint), page, pass_no)
         self._write(rows, [*page.rejections, *set_aside], pass_no)
         self.seconds += time.perf_counter() - start
@@ -243,6 +255,8 @@ class Stager:
         if rows:
             with self._transaction() as conn:
                 insert_tuples(conn, _STAGING, _COLUMNS, rows)
+            if self.ahead is not None:
+                self.ahead.put(rows)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Connection]:
