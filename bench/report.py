@@ -206,9 +206,9 @@ def stages_table(results: dict[str, Any]) -> str:
 
 
 #: Stages the sync reports as parts of another (``sync.run.TIMINGS``: ``parse`` and ``stage``
-#: are the CPU-bound parts of ``fetch``, ``levels`` a part of
-#: ``apply``); the rest of the wall time is outside them all.
-NESTED_TIMINGS = frozenset({"parse", "stage", "levels"})
+#: are the CPU-bound parts of ``fetch``, ``ahead`` the apply ahead's writing during it, ``levels``
+#: a part of ``apply``); the rest of the wall time is outside them all.
+NESTED_TIMINGS = frozenset({"parse", "stage", "ahead", "levels"})
 
 
 def timings_table(results: dict[str, Any]) -> str | None:
