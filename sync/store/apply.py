@@ -626,9 +626,12 @@ def apply_staged(
     that already applied staged rows on this connection, in this transaction, during the fetch
     (:mod:`sync.store.ahead`): their counts go on, and what they wrote needs no more work.
     """
-    dedupe_staging(conn, run_id)
-    # Fresh statistics for the staged rows, which the apply joins against the inventory.
+    # Fresh statistics for the staged rows first: the dedupe joins them with themselves and the
+    # apply with the inventory. With the statistics of the last run's (deleted) rows, the
+    # planner expected none of this run's and chose a nested loop: the dedupe of a second
+    # target's 5,000-CVM first sync took 28 s instead of a fraction of one.
     analyze(conn, _STAGING)
+    dedupe_staging(conn, run_id)
     appliers: dict[EntityType, _EntityApplier] = {}
     for entity_type in APPLY_ORDER:
         applier = (
