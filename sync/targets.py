@@ -23,7 +23,7 @@ from sync.settings import Settings
 from sync.store.apply import retire_memberships
 from sync.store.ledger import close_abandoned, finish_run
 from sync.store.lock import run_lock
-from sync.store.membership import MEMBERSHIPS, membership_counts
+from sync.store.membership import MEMBERSHIPS, has_any, membership_counts
 
 _RUNS = table_of(SyncRun)
 
@@ -107,10 +107,7 @@ def retire_target(engine: Engine, settings: Settings, name: str) -> RunSummary:
             version = conn.execute(
                 select(r.api_version).where(r.target == name).order_by(r.id.desc()).limit(1)
             ).scalar_one_or_none()
-            seen = conn.execute(
-                select(MEMBERSHIPS.c.target).where(MEMBERSHIPS.c.target == name).limit(1)
-            ).first()
-            if version is None and seen is None:
+            if version is None and not has_any(conn, name):
                 raise ConfigError(
                     f"no target named {name!r} in this database; `phala-sync targets` lists them"
                 )

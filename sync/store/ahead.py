@@ -35,13 +35,13 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, exists, select
+from sqlalchemy import Connection, Engine
 
 from sync import clock
 from sync.errors import RunLockedError
 from sync.store.apply import Appliers
 from sync.store.lock import run_lock
-from sync.store.membership import MEMBERSHIPS
+from sync.store.membership import has_any
 from sync.store.staging import StagedRow
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,8 @@ class ApplyAhead:
         """Give up: the writer rolls back and frees the lock; the run applies after the fetch."""
         if self._reason is None:
             self._reason = reason
-            self._queue.put([])  # wakes the writer, which then sees the reason
+            with contextlib.suppress(queue.Full):  # a full queue: the writer sees it next anyway
+                self._queue.put_nowait([])  # wakes the writer, which then sees the reason
 
     # ------------------------------------------------------------------ the writer
     def _work(self) -> None:
@@ -164,8 +165,7 @@ def begin(engine: Engine, *, target: str, run_id: int) -> ApplyAhead | None:
     if not ENABLED or engine.dialect.name != "postgresql":
         return None
     with engine.connect() as conn:
-        m = MEMBERSHIPS.c
-        if conn.execute(select(exists().where(m.target == target))).scalar():
+        if has_any(conn, target):
             return None
     stack = contextlib.ExitStack()
     try:

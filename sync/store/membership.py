@@ -198,6 +198,11 @@ def end(
     return ended
 
 
+def has_any(conn: Connection, target: str) -> bool:
+    """Whether ``target`` has any membership, live or ended (it has run, or been retired)."""
+    return conn.execute(select(_M.target).where(_M.target == target).limit(1)).first() is not None
+
+
 def live_keys(conn: Connection, target: str, entity_type: EntityType) -> list[str]:
     """The entity ids a target sees now, sorted."""
     return sorted(conn.execute(select(_M.entity_id).where(live(target, entity_type))).scalars())
@@ -218,6 +223,7 @@ __all__ = [
     "MEMBERSHIPS",
     "Ended",
     "end",
+    "has_any",
     "last_complete_run",
     "live_hashes",
     "live_keys",
