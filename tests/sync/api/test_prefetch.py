@@ -31,6 +31,8 @@ PAGES = {CVMS.name: -(-FLEET // PAGE_SIZE)}  # the CVM pages; the apps' come fro
 #: ``slow_answer`` for a prefetch that goes on after the claim (as against a distant API), and
 #: for one that stops there (a near API), whatever the loopback's answers take on a loaded machine.
 DISTANT, NEAR = 0.0, 60.0
+#: The requests a prefetch sends before any answer: page 1 of each endpoint, at once.
+FIRSTS = 2
 
 
 class Counted(httpx.AsyncBaseTransport):
@@ -129,6 +131,27 @@ def test_after_the_claim_it_goes_on_and_the_run_waits_for_what_it_has_yet_to_sen
     assert ahead.taken == ahead.sent > PAGES[CVMS.name]
 
 
+def test_page_1_of_every_endpoint_goes_out_at_once(
+    simulator: SimulatorServer, admin: AdminClient
+) -> None:
+    """The apps' page 1 does not wait for the CVMs' pages: a distant API's round trip saved."""
+    expected = _listing(simulator.base_url, None)
+    admin.set_faults(["latency:ms=3000,endpoint=cvms,page=1"])
+    ahead = _prefetch(simulator.base_url, slow_answer=DISTANT)
+    apps_1 = f"{simulator.base_url}{APPS.path}?page=1&page_size={PAGE_SIZE}"
+    deadline = time.monotonic() + 30
+    while not ahead.received:  # the apps' page 1, while the CVMs' waits its 3 s
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert ahead.sent == FIRSTS
+    answer = ahead._answers[apps_1].result(timeout=0)  # answered already
+    assert isinstance(answer, Answer)
+    assert ahead.received == len(answer.data)
+    network = Counted()
+    assert _listing(simulator.base_url, ahead.transport(network)) == expected
+    assert network.urls == []
+
+
 def test_a_page_it_will_not_send_goes_to_the_network_and_it_never_sends_it(
     simulator: SimulatorServer, admin: AdminClient
 ) -> None:
@@ -150,12 +173,12 @@ def test_a_failed_answer_sent_ahead_is_retried_over_the_network(
     admin.set_faults(["503:endpoint=cvms,page=1,times=1"])
     ahead = _prefetch(simulator.base_url)
     _finished(ahead)
-    assert ahead.sent == 1  # a failed answer stops it
+    assert ahead.sent == FIRSTS  # a failed answer stops it
     network = Counted()
     assert _listing(simulator.base_url, ahead.transport(network)) == expected
     cvm_page_1 = [url for url in network.urls if "/cvms/" in url and "page=1&" in url]
     assert len(cvm_page_1) == 1  # the retry
-    assert ahead.taken == 1
+    assert ahead.taken == FIRSTS  # the apps' page 1 was answered before the failure stopped it
 
 
 def test_a_refused_connection_reaches_the_client_as_its_own() -> None:
@@ -178,7 +201,7 @@ def test_it_waits_while_it_holds_max_bytes_and_goes_on_as_the_run_takes(
         assert time.monotonic() < deadline
         time.sleep(0.01)
     time.sleep(0.5)  # room to send more, if it wrongly would
-    assert (ahead.sent, ahead.running) == (1, True)
+    assert (ahead.sent, ahead.running) == (FIRSTS, True)
     network = Counted()
     assert _listing(simulator.base_url, ahead.transport(network)) == expected
     assert network.urls == []
@@ -189,7 +212,7 @@ def test_after_the_claim_it_keeps_only_a_few_pages_ahead_of_the_run(
     simulator: SimulatorServer,
 ) -> None:
     expected = _listing(simulator.base_url, None)
-    ahead = _prefetch(simulator.base_url, max_bytes=1, slow_answer=DISTANT)  # page 1 only first
+    ahead = _prefetch(simulator.base_url, max_bytes=1, slow_answer=DISTANT)  # pages 1 only first
     while not ahead.sent:
         time.sleep(0.01)
     network = Counted()
@@ -201,11 +224,11 @@ def test_after_the_claim_it_keeps_only_a_few_pages_ahead_of_the_run(
     window = AHEAD * ahead.concurrency
     assert PAGES[CVMS.name] > 1 + window  # the fleet is larger than the window
     deadline = time.monotonic() + 30
-    while ahead.sent < 1 + window:
+    while ahead.sent < FIRSTS + window:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     time.sleep(0.5)  # room to send more, if it wrongly would
-    assert ahead.sent == 1 + window
+    assert ahead.sent == FIRSTS + window
     assert _listing(simulator.base_url, transport) == expected
     assert network.urls == [page_1]  # taken once, above: the client's own request goes out
     assert ahead.taken == ahead.sent
@@ -215,14 +238,14 @@ def test_against_a_near_api_it_stops_at_the_claim_and_the_run_sends_the_rest(
     simulator: SimulatorServer,
 ) -> None:
     expected = _listing(simulator.base_url, None)
-    ahead = _prefetch(simulator.base_url, max_bytes=1, slow_answer=NEAR)  # page 1 only first
+    ahead = _prefetch(simulator.base_url, max_bytes=1, slow_answer=NEAR)  # pages 1 only first
     deadline = time.monotonic() + 30
     while not ahead.received:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     network = Counted()
     assert _listing(simulator.base_url, ahead.transport(network)) == expected
-    assert (ahead.sent, ahead.taken) == (1, 1)
+    assert (ahead.sent, ahead.taken) == (FIRSTS, FIRSTS)
     assert len(network.urls) == len(set(network.urls)) > PAGES[CVMS.name]
 
 
