@@ -177,6 +177,10 @@ class _EntityApplier:
         self.counts = EntityCounts()
         self.refused: list[Rejection] = []
         self._refused_ids: set[str] = set()
+        #: Staged rows :meth:`apply_listed` applied, and started the memberships of (scoped);
+        #: the rows the run staged, once :meth:`apply_staged` counted them.
+        self.listed = 0
+        self._staged: int | None = None
         t = spec.table
         self._key_param = "b_key"
         # executemany UPDATEs: the SET clause comes from the keys of the parameter dicts.
@@ -199,9 +203,11 @@ class _EntityApplier:
                 )
             ).scalar_one()
         )
+        self._staged = staged
         self.counts.seen = staged + skipped
-        self._apply_chunks(new=False)
-        self._apply_chunks(new=True)
+        if self.listed != staged:  # else the apply ahead applied every staged row
+            self._apply_chunks(new=False)
+            self._apply_chunks(new=True)
         c = self.counts
         c.unchanged = c.seen - c.created - c.updated - c.restored - len(self.refused)
 
@@ -273,6 +279,12 @@ class _EntityApplier:
         ]
         if work:
             self._apply_rows(work, current)
+        if spec.scoped:
+            listed = [(r[2], r[4]) for r in rows if r[2] not in self._refused_ids]
+            membership.start(
+                self.conn, spec.entity_type, listed, target=self.target, run_id=self.run_id
+            )
+        self.listed += len(rows)
         return True
 
     def _apply_rows(
@@ -447,6 +459,8 @@ class _EntityApplier:
         Refused items leave staging first: their membership must not record a hash that was
         never stored, or the next run would skip them.
         """
+        if self.listed == self._staged:  # the apply ahead started them (membership.start)
+            return
         refused = [item.entity_id for item in self.refused if item.entity_id is not None]
         for start in range(0, len(refused), CHUNK):
             self.conn.execute(
@@ -630,8 +644,9 @@ def apply_staged(
     # apply with the inventory. With the statistics of the last run's (deleted) rows, the
     # planner expected none of this run's and chose a nested loop: the dedupe of a second
     # target's 5,000-CVM first sync took 28 s instead of a fraction of one.
-    analyze(conn, _STAGING)
-    dedupe_staging(conn, run_id)
+    if ahead is None or not ahead.applied_all(conn, run_id):
+        analyze(conn, _STAGING)
+        dedupe_staging(conn, run_id)
     appliers: dict[EntityType, _EntityApplier] = {}
     for entity_type in APPLY_ORDER:
         applier = (
@@ -676,6 +691,15 @@ class Appliers:
         for row in rows:
             by_type.setdefault(row[1], []).append(row)
         return all(self.by_type[t].apply_listed(by_type[t]) for t in APPLY_ORDER if t in by_type)
+
+    def applied_all(self, conn: Connection, run_id: int) -> bool:
+        """Whether :meth:`apply_listed` took every row run ``run_id`` staged: then none repeats an
+        entity (it would have given up), and only what follows the writes is left to do."""
+        counted = select(_S.entity_type, func.count()).where(_S.run_id == run_id)
+        staged = {t: int(n) for t, n in conn.execute(counted.group_by(_S.entity_type))}
+        return all(staged.get(t, 0) == a.listed for t, a in self.by_type.items()) and not (
+            set(staged) - set(self.by_type)
+        )
 
 
 def retire_memberships(

@@ -41,6 +41,7 @@ from sqlalchemy import (
 from models import StagedRecord, SyncRun, TargetMembership, table_of
 from sync.endpoints import listing_of
 from sync.records import EntityType
+from sync.store.bulk import bulk_insert
 from sync.store.specs import EntitySpec
 
 MEMBERSHIPS = table_of(TargetMembership)
@@ -112,6 +113,31 @@ def record_listed(conn: Connection, spec: EntitySpec, *, target: str, run_id: in
                 *staged, entity_live, ~known
             ),
         )
+    )
+
+
+def start(
+    conn: Connection,
+    entity_type: EntityType,
+    listed: Sequence[tuple[str, str]],
+    *,
+    target: str,
+    run_id: int,
+) -> None:
+    """Start the memberships of ``listed`` ``(entity_id, observed_hash)``, stored and live now.
+
+    The apply ahead's own (:mod:`sync.store.ahead`), batch by batch: it runs only for a target
+    that has no membership at all, and gives up at an entity met twice, so each is new. Its
+    :func:`record_listed` at the end then has nothing left to do, and is skipped.
+    """
+    run = run_id
+    bulk_insert(
+        conn,
+        MEMBERSHIPS,
+        [
+            dict(zip(MEMBERSHIP_INSERT, (target, entity_type, i, h, run, run), strict=True))
+            for i, h in listed
+        ],
     )
 
 

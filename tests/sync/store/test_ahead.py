@@ -76,6 +76,35 @@ def test_a_first_sync_applies_while_it_fetches(engine: Engine, applied: list[int
     h.expect(summary)
 
 
+def test_it_starts_the_memberships_as_it_applies(engine: Engine, applied: list[int]) -> None:
+    """Every CVM and app listed, with the hash stored, as the apply after the fetch records them
+    (the next run skips an item whose bytes equal its membership's hash)."""
+    h = new_harness(engine, size=300, page_size=50)
+    summary = run_sync(engine, h.settings(), transport=h.transport())
+    assert applied, "nothing was applied ahead"
+    stored = {
+        (kind, str(key), digest)
+        for kind, table, column in (("cvm", "cvms", "vm_uuid"), ("app", "apps", "app_id"))
+        for key, digest in _rows(
+            engine, f"SELECT {column}, observed_hash FROM {table} WHERE deleted_at IS NULL"
+        )
+    }
+    members = _rows(
+        engine,
+        "SELECT entity_type, entity_id, observed_hash, target, first_seen_run_id,"
+        " last_seen_run_id, ended_at FROM target_memberships",
+    )
+    target, run_id = h.settings().target, summary.run_id
+    assert {(kind, key, digest) for kind, key, digest, *_ in members} == stored
+    assert {tuple(row[3:]) for row in members} == {(target, run_id, run_id, None)}
+    assert len(members) == len(stored) == 300 + summary.counts["app"]["seen"]
+
+
+def _rows(engine: Engine, sql: str) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.exec_driver_sql(sql)]
+
+
 def test_a_run_that_fails_after_writing_ahead_leaves_no_trace(
     engine: Engine, applied: list[int]
 ) -> None:
