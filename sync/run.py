@@ -35,7 +35,7 @@ from sync.store.apply import EntityCounts, apply_staged, quarantine_refused
 from sync.store.ledger import close_abandoned, fail_run, finish_run, require_running, start_run
 from sync.store.lock import run_lock
 from sync.store.migrate import SchemaState, check_schema, ensure_schema
-from sync.store.staging import Stager, clear_staging
+from sync.store.staging import PayloadsLost, Stager, clear_staging
 
 log = logging.getLogger(__name__)
 
@@ -198,25 +198,31 @@ async def fetch_and_stage(
     what it already asked for, if the run may use it.
     """
     start = time.perf_counter()
-    clear_staging(engine, [run_id], quarantine=True)
+    given = transport
     if transport is None:
         transport = prefetching.claim(engine, settings, run_id)
     early = ahead.begin(engine, target=settings.target, run_id=run_id)
     try:
-        stager = Stager(engine, run_id, settings.target, ahead=early)
-        listings: dict[str, ListingResult] = {}
-        async with PhalaClient.from_settings(settings, transport=transport) as client:
-            try:
-                with tuned_gc():
-                    for spec in listed_endpoints():
-                        pages = functools.partial(client.pages, spec)
-                        listings[spec.name] = await read_listing(spec, pages, stager, on_page)
-            finally:
-                stager.close()
+        try:
+            listings, stager, parse = await _read_listings(
+                engine, settings, run_id, transport, on_page, early
+            )
+        except PayloadsLost:
+            log.info(
+                "run %d reads the API again: the apply ahead gave up (%s) after staging kept "
+                "only keys and hashes",
+                run_id,
+                early.reason if early is not None else None,
+            )
+            ahead.discard(engine, run_id)
+            early = None
+            listings, stager, parse = await _read_listings(
+                engine, settings, run_id, given, on_page, None
+            )
         timings = {
             "fetch": time.perf_counter() - start,
             "load_known": stager.load_seconds,
-            "parse": client.parse_seconds,
+            "parse": parse,
             "stage": stager.seconds,
         }
         if early is not None:
@@ -234,6 +240,32 @@ async def fetch_and_stage(
         ahead.discard(engine, run_id)
         raise
     return fetched
+
+
+async def _read_listings(
+    engine: Engine,
+    settings: Settings,
+    run_id: int,
+    transport: httpx.AsyncBaseTransport | None,
+    on_page: OnPage | None,
+    early: ahead.ApplyAhead | None,
+) -> tuple[dict[str, ListingResult], Stager, float]:
+    """Every listed endpoint read and staged, from an empty staging area; the stager, and the
+    client's parse seconds. Raises :class:`PayloadsLost` when ``early`` gave up after staging
+    kept only keys and hashes."""
+    clear_staging(engine, [run_id], quarantine=True)
+    stager = Stager(engine, run_id, settings.target, ahead=early)
+    listings: dict[str, ListingResult] = {}
+    async with PhalaClient.from_settings(settings, transport=transport) as client:
+        try:
+            with tuned_gc():
+                for spec in listed_endpoints():
+                    pages = functools.partial(client.pages, spec)
+                    listings[spec.name] = await read_listing(spec, pages, stager, on_page)
+        finally:
+            stager.close()
+    stager.payloads_kept()
+    return listings, stager, client.parse_seconds
 
 
 def _over_invalid_share(settings: Settings, invalid: int, considered: int) -> str | None:

@@ -85,6 +85,21 @@ class ApplyAhead:
         self._thread.start()
 
     # ------------------------------------------------------------------ the fetch's side
+    @property
+    def going(self) -> bool:
+        """Whether it goes on (it has not given up)."""
+        return self._reason is None
+
+    @property
+    def reason(self) -> str | None:
+        """Why it gave up; None while it goes on."""
+        return self._reason
+
+    def drain(self) -> None:
+        """Wait until the writer is done with every batch handed over so far."""
+        if self._thread.is_alive():
+            self._queue.join()
+
     def put(self, rows: Sequence[StagedRow]) -> None:
         """Hand over a batch of rows just staged; waits while the writer is behind."""
         if self._reason is None and rows:
@@ -100,18 +115,25 @@ class ApplyAhead:
     # ------------------------------------------------------------------ the writer
     def _work(self) -> None:
         while (rows := self._queue.get()) is not None:
-            if self._reason is not None:
-                self._release()  # and drain what is left without applying it
-                continue
-            start = time.perf_counter()
             try:
-                if not self.appliers.apply_listed(rows):
-                    self._reason = "an entity was staged twice (the apply keeps its last sighting)"
-            except Exception as exc:  # the run's apply after the fetch will meet it, or not
-                self._reason = f"writing failed: {type(exc).__name__}: {exc}".splitlines()[0]
-            self.seconds += time.perf_counter() - start
-            if self._reason is not None:
-                self._release()
+                self._apply(rows)
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def _apply(self, rows: list[StagedRow]) -> None:
+        if self._reason is not None:
+            self._release()  # and drain what is left without applying it
+            return
+        start = time.perf_counter()
+        try:
+            if not self.appliers.apply_listed(rows):
+                self._reason = "an entity was staged twice (the apply keeps its last sighting)"
+        except Exception as exc:  # the run's apply after the fetch will meet it, or not
+            self._reason = f"writing failed: {type(exc).__name__}: {exc}".splitlines()[0]
+        self.seconds += time.perf_counter() - start
+        if self._reason is not None:
+            self._release()
 
     def _release(self) -> None:
         """Roll back what was written and free the lock (once; on the thread using the

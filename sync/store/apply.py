@@ -301,7 +301,8 @@ class _EntityApplier:
             if r.fields_json is None:
                 raise RuntimeError(
                     f"staged {spec.entity_type} {r.entity_id} has no payload but differs "
-                    "from the stored row: the run lock was not held"
+                    "from the stored row: the run lock was not held, or the apply ahead that "
+                    "was handed it gave up unseen"
                 )
             observed = loads_fields(r.fields_json, spec.datetime_fields)
             self._one(

@@ -50,11 +50,27 @@ StagedRow = tuple[int, str, str, int, str, str | None, str | None]
 
 
 class RowSink(Protocol):
-    """Where staged rows also go as they are written: the apply ahead (:mod:`sync.store.ahead`)."""
+    """Where staged rows also go as they are written: the apply ahead (:mod:`sync.store.ahead`).
+
+    While it goes on, it is handed each row whole and applies it, so staging keeps only the row's
+    key and hash (no payload): the COPY of every payload into staging, and PostgreSQL's
+    compression of it, cost a first sync a tenth of its time. If it gives up after that, the
+    payloads are lost, and the fetch must start over (:class:`PayloadsLost`).
+    """
+
+    @property
+    def going(self) -> bool: ...
 
     def put(self, rows: Sequence[StagedRow]) -> None: ...
 
     def abandon(self, reason: str) -> None: ...
+
+    def drain(self) -> None: ...
+
+
+class PayloadsLost(Exception):
+    """The apply ahead gave up after staging kept only keys and hashes: read the listing again,
+    without it (:func:`sync.run.fetch_and_stage` does)."""
 
 
 def listed_row(
@@ -131,6 +147,8 @@ class Stager:
     _conn: Connection | None = None
     _pending: int = 0
     _unwritten: list[StagedRow] = field(default_factory=list)
+    #: Whether rows were staged without their payload (the apply ahead took them whole).
+    _slim: bool = False
     #: Seconds spent building and writing staged rows (for run timings).
     seconds: float = 0.0
     #: Seconds spent reading the stored hashes (for run timings).
@@ -185,6 +203,7 @@ class Stager:
         start = time.perf_counter()
         if pass_no > 1 and self.ahead is not None:
             self.ahead.abandon("the listing was read again (the final pass is the truth)")
+        self.check_payloads()
         rows, staged, set_aside = self._rows(get_endpoint(page.endpoint), page, pass_no)
         self._write(rows, [*page.rejections, *set_aside], pass_no)
         self.seconds += time.perf_counter() - start
@@ -249,13 +268,30 @@ class Stager:
         if self._pending >= self.pages_per_commit:
             self.flush()
 
+    def check_payloads(self) -> None:
+        """Raise :class:`PayloadsLost` if rows were staged without their payload and the apply
+        ahead that took them whole gave up since."""
+        if self._slim and self.ahead is not None and not self.ahead.going:
+            raise PayloadsLost
+
+    def payloads_kept(self) -> None:
+        """After the last page: wait until the apply ahead applied every row it was handed, then
+        :meth:`check_payloads` (so that a run's apply never meets a row without its payload)."""
+        if self._slim and self.ahead is not None:
+            self.ahead.drain()
+        self.check_payloads()
+
     def _write_waiting(self) -> None:
-        """Write the staged rows that wait, in one statement, in the open transaction."""
+        """Write the staged rows that wait, in one statement, in the open transaction: without
+        their payloads while the apply ahead goes on (it is handed them whole)."""
         rows, self._unwritten = self._unwritten, []
         if rows:
+            slim = self.ahead is not None and self.ahead.going
             with self._transaction() as conn:
-                insert_tuples(conn, _STAGING, _COLUMNS, rows)
+                kept = [(*r[:5], None, None) for r in rows] if slim else rows
+                insert_tuples(conn, _STAGING, _COLUMNS, kept)
             if self.ahead is not None:
+                self._slim = self._slim or slim
                 self.ahead.put(rows)
 
     @contextlib.contextmanager

@@ -66,10 +66,17 @@ def test_a_first_sync_applies_while_it_fetches(engine: Engine, applied: list[int
             first_batch.set()
         if endpoint == "apps" and pages == planned:  # the fetch's last page: it waits here
             before_end.append(first_batch.wait(WAIT) or bool(applied))
+            staged.extend(_rows(engine, "SELECT count(*), count(fields_json) FROM sync_staging"))
+
+    staged: list[tuple[Any, ...]] = []
 
     summary = run_sync(engine, h.settings(), transport=h.transport(), on_page=on_page)
     assert before_end == [True], "no batch was applied before the fetch ended"
     assert "ahead" in summary.timings
+    # What the apply ahead was handed whole, staging kept without its payload.
+    [(rows, payloads)] = staged
+    assert rows > 0
+    assert payloads == 0
     # What went ahead is all that was staged: every CVM created once, its events exact.
     assert sum(applied) >= 1500
     assert summary.counts["cvm"]["created"] == 1500
@@ -131,11 +138,37 @@ def test_a_second_listing_pass_gives_up_and_the_run_is_exact(
 ) -> None:
     h = harness
     h.faults.set(["page_drift:endpoint=cvms,page=3,insert=4"])
-    with caplog.at_level(logging.INFO, logger="sync.store.ahead"):
+    with caplog.at_level(logging.INFO, logger="sync.run"):
         summary = h.run()
-    assert "the apply ahead gave up" in caplog.text
+    # Staging kept only keys and hashes: the fetch starts over, without the apply ahead.
+    assert "reads the API again: the apply ahead gave up (the listing was read again" in caplog.text
+    assert "ahead" not in summary.timings
     assert summary.listing_complete
     h.expect(summary, obs=observe(h.fleet))
+    assert not ahead._OPEN
+
+
+def test_a_give_up_after_the_last_page_reads_the_api_again(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer fails on a batch the stager handed over with the last page: the payloads of
+    the staged rows are lost, so the fetch reads the API again before any apply meets them."""
+    h = new_harness(engine, size=300, page_size=50)
+    real = ahead.ApplyAhead.drain
+
+    def drain(self: ahead.ApplyAhead) -> None:
+        real(self)
+        self.abandon("writing failed: the test's")
+
+    monkeypatch.setattr(ahead.ApplyAhead, "drain", drain)
+    with caplog.at_level(logging.INFO, logger="sync.run"):
+        summary = run_sync(engine, h.settings(), transport=h.transport())
+    assert (
+        "reads the API again: the apply ahead gave up (writing failed: the test's)" in caplog.text
+    )
+    assert "ahead" not in summary.timings
+    assert summary.counts["cvm"]["created"] == 300
+    h.expect(summary)
     assert not ahead._OPEN
 
 
