@@ -6,17 +6,20 @@ the fetch, and it began only after the last page: against an API 100 ms away, 20
 
 So, on PostgreSQL, when a target's run sees nothing yet, the apply's transaction opens when the
 fetch starts, under the database's lock, and a writer thread applies each batch of rows as the
-stager writes it to staging (:meth:`ApplyAhead.put`). PostgreSQL then writes while the run waits
-for the API or parses. The run's apply (:func:`sync.run.apply_run`) finishes in that same
-transaction: what the fetch staged and this did not apply, memberships, deletions, references,
-the fleet's levels and the ledger row, then one commit. It is one transaction, as before: a
-failed run leaves no trace, and kill -9 ends the session, so the server rolls it back and frees
-the lock.
+stager writes it to staging (:meth:`ApplyAhead.put`), and starts the target's memberships of the
+CVMs and apps in it. PostgreSQL then writes while the run waits for the API or parses. Staging
+keeps only each row's key and hash (the writer was handed it whole). The run's apply
+(:func:`sync.run.apply_run`) finishes in that same transaction: deletions, references, the
+fleet's levels and the ledger row, then one commit. It is one transaction, as before: a failed run
+leaves no trace, and kill -9 ends the session, so the server rolls it back and frees the lock.
 
 It is speculative. The apply after the fetch keeps only the last sighting of an entity and only
 the final listing pass; so the apply ahead gives up (:meth:`ApplyAhead.abandon`) at a second pass
 or at an entity it meets again. It also gives up if writing fails. Giving up rolls back what it
-wrote, frees the lock, and the run applies after the fetch, as a run always did before.
+wrote and frees the lock. The rows staged without their payloads are then of no use: the stager
+raises :class:`~sync.store.staging.PayloadsLost` (at the next page, or after the last once the
+writer drained), and the fetch reads the API again without the apply ahead; the run then applies
+after the fetch, as a run always did before.
 
 Other runs: it is tried only when the database's lock is free at once, so it never waits. While
 it holds the lock, another target's run fetches and stages side by side (opening a run takes the
