@@ -13,9 +13,10 @@ One prefetch waits in this process at a time. The run's fetch uses it only if al
 and otherwise closes it and reads the API afresh:
 
 - the run sends the same requests: base URL, API version, page size, key and endpoints;
-- no run of the target succeeded since the prefetch began (a :class:`~sync.store.ledger.LedgerMark`
-  taken before it started tells, without comparing clocks): such a run may have stored pages newer
-  than the prefetched ones, and applying older pages after it would record changes back and forth.
+- no run of the target succeeded since the prefetch began (a
+  :class:`~sync.store.ledger_mark.LedgerMark` taken before it started tells, without comparing
+  clocks): such a run may have stored pages newer than the prefetched ones, and applying older
+  pages after it would record changes back and forth.
   Runs of other targets are not waited for today either (their fetches overlap as before);
 - it is the run's first attempt: :func:`claim` hands it out once, so a retried fetch task reads
   the API afresh.
@@ -33,7 +34,7 @@ from sync.api.client import connection_limits
 from sync.api.prefetch import Prefetch
 from sync.endpoints import listed_endpoints
 from sync.settings import Settings
-from sync.store.ledger import LedgerMark, ledger_mark, succeeded_since
+from sync.store.ledger_mark import LedgerMark, ledger_mark, succeeded_since
 
 __all__ = ["begin", "claim", "discard"]
 

@@ -1,15 +1,14 @@
-"""The run ledger (``sync_runs``): start, succeed (inside the apply transaction), fail, abandon;
-and a mark of where it stood, to tell later whether a run of a target succeeded since."""
+"""The run ledger (``sync_runs``): start, succeed (inside the apply transaction), fail, abandon.
+
+Its mark, for the listing sent ahead, is :mod:`sync.store.ledger_mark`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, inspect, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from models import SyncRun, table_of
 from sync.errors import RunLockedError
@@ -101,51 +100,3 @@ def fail_run(
             .values(status="failed", finished_at=now, error=error[:MAX_ERROR_CHARS], **values)
         )
     clear_staging(engine, [run_id])
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerMark:
-    """Where a target's ledger stood at one moment: its newest run and the runs then running.
-
-    A run that succeeds later than that moment has an id above ``last_id`` or one of ``running``:
-    :func:`succeeded_since` finds it without comparing clocks (the run's clock may be set).
-    """
-
-    last_id: int = 0
-    running: frozenset[int] = frozenset()
-
-
-def ledger_mark(engine: Engine, target: str) -> LedgerMark:
-    """The target's :class:`LedgerMark` now; an empty one where there is no ledger yet.
-
-    A SQLite file that does not exist yet is not created by asking.
-    """
-    url = engine.url
-    file = url.database if url.get_backend_name() == "sqlite" else None
-    if file and file != ":memory:" and not Path(file).exists():
-        return LedgerMark()
-    with engine.connect() as conn:
-        if not inspect(conn).has_table(_RUNS.name):
-            return LedgerMark()
-        last = conn.execute(select(func.max(_RUNS.c.id))).scalar_one()
-        running = conn.execute(
-            select(_RUNS.c.id).where((_RUNS.c.target == target) & (_RUNS.c.status == "running"))
-        ).scalars()
-        return LedgerMark(int(last or 0), frozenset(int(i) for i in running))
-
-
-def succeeded_since(engine: Engine, target: str, mark: LedgerMark, *, besides: int) -> list[int]:
-    """Ids of the target's runs (not ``besides``) that succeeded after ``mark`` was taken."""
-    later = (_RUNS.c.id > mark.last_id) | _RUNS.c.id.in_(sorted(mark.running))
-    with engine.connect() as conn:
-        return [
-            int(i)
-            for i in conn.execute(
-                select(_RUNS.c.id)
-                .where(_RUNS.c.target == target)
-                .where(_RUNS.c.status == "succeeded")
-                .where(_RUNS.c.id != besides)
-                .where(later)
-                .order_by(_RUNS.c.id)
-            ).scalars()
-        ]
