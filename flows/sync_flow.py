@@ -268,8 +268,11 @@ async def sync_flow(
     engine = make_engine(settings.database_url)
     try:
         summary = await _run(engine, settings, fetch_retries, fetch_retry_delay_seconds)
-        await publish_summary(engine, summary)
-        await publish_fleet_change(engine, summary)
+        # Side by side: each reads the database in a thread (0.6 s each after a 100k first sync,
+        # whose tables have no statistics yet), then calls the Prefect API.
+        await asyncio.gather(
+            publish_summary(engine, summary), publish_fleet_change(engine, summary)
+        )
         await _report(engine, settings, summary)
     finally:
         engine.dispose()
