@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -90,6 +90,14 @@ def _listing(base_url: str, transport: httpx.AsyncBaseTransport | None, **kw: An
     return asyncio.run(read())
 
 
+def _until(done: Callable[[], object], timeout: float = 30.0) -> None:
+    """Wait until ``done()`` holds: the prefetch's thread moves on its own."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 def _finished(prefetch: Prefetch) -> None:
     """Wait until the prefetch has sent all it will (its thread ends then)."""
     prefetch._thread.join(timeout=60)
@@ -122,8 +130,7 @@ def test_after_the_claim_it_goes_on_and_the_run_waits_for_what_it_has_yet_to_sen
     expected = _listing(simulator.base_url, None)
     admin.set_faults(["latency:ms=150"])
     ahead = _prefetch(simulator.base_url, slow_answer=DISTANT)
-    while not ahead.sent:
-        time.sleep(0.01)
+    _until(lambda: ahead.sent > 0)
     network = Counted()
     transport = ahead.transport(network)  # claimed while page 1 of the CVMs is in flight
     assert _listing(simulator.base_url, transport) == expected
@@ -139,10 +146,7 @@ def test_page_1_of_every_endpoint_goes_out_at_once(
     admin.set_faults(["latency:ms=3000,endpoint=cvms,page=1"])
     ahead = _prefetch(simulator.base_url, slow_answer=DISTANT)
     apps_1 = f"{simulator.base_url}{APPS.path}?page=1&page_size={PAGE_SIZE}"
-    deadline = time.monotonic() + 30
-    while not ahead.received:  # the apps' page 1, while the CVMs' waits its 3 s
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    _until(lambda: ahead.received)  # the apps' page 1, while the CVMs' waits its 3 s
     assert ahead.sent == FIRSTS
     answer = ahead._answers[apps_1].result(timeout=0)  # answered already
     assert isinstance(answer, Answer)
@@ -196,10 +200,7 @@ def test_it_waits_while_it_holds_max_bytes_and_goes_on_as_the_run_takes(
 ) -> None:
     expected = _listing(simulator.base_url, None)
     ahead = _prefetch(simulator.base_url, max_bytes=1, slow_answer=DISTANT)
-    deadline = time.monotonic() + 30
-    while not ahead.received:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    _until(lambda: ahead.received)
     time.sleep(0.5)  # room to send more, if it wrongly would
     assert (ahead.sent, ahead.running) == (FIRSTS, True)
     network = Counted()
@@ -213,8 +214,7 @@ def test_after_the_claim_it_keeps_only_a_few_pages_ahead_of_the_run(
 ) -> None:
     expected = _listing(simulator.base_url, None)
     ahead = _prefetch(simulator.base_url, max_bytes=1, slow_answer=DISTANT)  # pages 1 only first
-    while not ahead.sent:
-        time.sleep(0.01)
+    _until(lambda: ahead.sent > 0)
     network = Counted()
     transport = ahead.transport(network)
     page_1 = f"{simulator.base_url}{CVMS.path}?page=1&page_size={PAGE_SIZE}"
@@ -223,10 +223,7 @@ def test_after_the_claim_it_keeps_only_a_few_pages_ahead_of_the_run(
     first.result(timeout=30)
     window = AHEAD * ahead.concurrency
     assert PAGES[CVMS.name] > 1 + window  # the fleet is larger than the window
-    deadline = time.monotonic() + 30
-    while ahead.sent < FIRSTS + window:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    _until(lambda: ahead.sent >= FIRSTS + window)
     time.sleep(0.5)  # room to send more, if it wrongly would
     assert ahead.sent == FIRSTS + window
     assert _listing(simulator.base_url, transport) == expected
@@ -239,10 +236,7 @@ def test_against_a_near_api_it_stops_at_the_claim_and_the_run_sends_the_rest(
 ) -> None:
     expected = _listing(simulator.base_url, None)
     ahead = _prefetch(simulator.base_url, max_bytes=1, slow_answer=NEAR)  # pages 1 only first
-    deadline = time.monotonic() + 30
-    while not ahead.received:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    _until(lambda: ahead.received)
     network = Counted()
     assert _listing(simulator.base_url, ahead.transport(network)) == expected
     assert (ahead.sent, ahead.taken) == (FIRSTS, FIRSTS)
