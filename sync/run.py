@@ -333,11 +333,13 @@ def apply_run(
     early = ahead.take(engine, run_id)
     transaction: contextlib.AbstractContextManager[Connection]
     if early is not None:  # begun with the fetch: its transaction holds the lock
-        transaction, now, appliers = early.transaction(), early.now, early.appliers
+        transaction, began, appliers = early.transaction(), early.now, early.appliers
     else:
-        transaction = _locked_transaction(engine, settings)
-        now, appliers = clock.now(), None
+        transaction, began, appliers = _locked_transaction(engine, settings), None, None
     with transaction as conn:
+        # Taken with the database's lock held, so the applies' clocks follow their commits: the
+        # history's intervals and the levels rely on it (two targets share nodes, for one).
+        now = began if began is not None else clock.now()
         require_running(conn, run_id)
         listed = fetch.by_entity_type()
         applied = apply_staged(

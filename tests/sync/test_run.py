@@ -3,16 +3,23 @@ switches record nothing, a failed listing changes nothing, the inventory equals 
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
-from models import ChangeEvent, Cvm, SyncRun, Workspace, table_of
+import sync.run as run_module
+from models import ChangeEvent, Cvm, CvmHistory, SyncRun, Workspace, table_of
 from simulator import Fleet, SimulatorTransport, create_app
+from sync import clock
 from sync.errors import RetriableApiError
 from sync.run import RunSummary, run_sync
 from sync.settings import Settings
+from sync.store import ahead
 from tests.sync.store.builders import LEGACY_UNKNOWN
 
 KEY = "phak_run_test_key"
@@ -172,3 +179,31 @@ def test_fetch_stage_can_be_retried_within_one_run(engine: Engine) -> None:
 
         quarantined = conn.execute(select(table_of(QuarantinedItem))).all()
     assert len(quarantined) == summary.quarantined == fetch.quarantined
+
+
+def test_the_apply_takes_its_clock_with_the_database_lock_held(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An apply that waited for another target's apply must not stamp its rows with a time from
+    before it got the lock: that run's rows would then come after its own in the history."""
+    fleet = Fleet(20, seed=3)
+    locked: list[datetime] = []
+    real = run_module.database_lock
+
+    @contextlib.contextmanager
+    def waited_lock(engine: Engine, settings: Any) -> Iterator[None]:
+        time.sleep(0.05)  # another apply holds it
+        with real(engine, settings):
+            locked.append(clock.now())
+            yield
+
+    monkeypatch.setattr(run_module, "database_lock", waited_lock)
+    monkeypatch.setattr(ahead, "ENABLED", False)  # its clock is taken as it takes the lock
+    summary = sync(engine, fleet)
+    h = table_of(CvmHistory)
+    with engine.connect() as conn:
+        stamped = conn.execute(
+            select(func.min(h.c.valid_from)).where(h.c.run_id == summary.run_id)
+        ).scalar_one()
+    assert locked, "the apply did not take the database's lock"
+    assert stamped >= locked[-1]
