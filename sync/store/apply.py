@@ -101,6 +101,9 @@ class _Batch:
     history: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     members: dict[str, list[str]] = field(default_factory=dict)
+    #: Apps of ``members`` that were stored before: their old member rows go first (a new app
+    #: has none: ``app_cvms`` rows need their app).
+    replaced: list[str] = field(default_factory=list)
     created: int = 0
     updated: int = 0
     restored: int = 0
@@ -181,6 +184,9 @@ class _EntityApplier:
         #: the rows the run staged, once :meth:`apply_staged` counted them.
         self.listed = 0
         self._staged: int | None = None
+        #: The keys :meth:`apply_listed` wrote, when the table held nothing as it began
+        #: (:meth:`begin_listing`); None: it reads the stored rows of each batch instead.
+        self._written: set[str] | None = None
         t = spec.table
         self._key_param = "b_key"
         # executemany UPDATEs: the SET clause comes from the keys of the parameter dicts.
@@ -251,6 +257,14 @@ class _EntityApplier:
                     current[str(row._mapping[spec.key])] = row._mapping
             self._apply_rows(rows, current)
 
+    def begin_listing(self) -> None:
+        """Before the first :meth:`apply_listed`: if the table holds nothing, remember the keys
+        written instead of reading the stored rows of each batch (the apply ahead holds the
+        database's lock, so only this run writes until it commits). A database's first sync
+        spent 0.5 s of its writer's 10 s at 20k CVMs reading back nothing."""
+        if not self.conn.scalar(select(exists().select_from(self.spec.table))):
+            self._written = set()
+
     def apply_listed(self, rows: Sequence[StagedRow]) -> bool:
         """Apply staged rows as the stager writes them (:mod:`sync.store.ahead`).
 
@@ -264,12 +278,17 @@ class _EntityApplier:
         if len(set(ids)) < len(ids) or self._refused_ids.intersection(ids):
             return False
         current: dict[str, Any] = {}
-        keys = [spec.key_value(i) for i in ids]
-        for row in self.conn.execute(select(spec.table).where(spec.key_column.in_(keys))):
-            stored = row._mapping
-            if stored["last_seen_run_id"] == self.run_id:
+        if self._written is not None:  # only this run's rows are stored: nothing to read
+            if self._written.intersection(ids):
                 return False
-            current[str(stored[spec.key])] = stored
+            self._written.update(ids)
+        else:
+            keys = [spec.key_value(i) for i in ids]
+            for row in self.conn.execute(select(spec.table).where(spec.key_column.in_(keys))):
+                stored = row._mapping
+                if stored["last_seen_run_id"] == self.run_id:
+                    return False
+                current[str(stored[spec.key])] = stored
         work = [
             _Staged(r[2], r[4], r[5], r[6])
             for r in rows
@@ -364,6 +383,8 @@ class _EntityApplier:
         batch.events.append(self._event(entity_id, change_type, changes))
         if self.spec.entity_type == "app" and APP_MEMBERS in observed:
             batch.members[entity_id] = list(observed[APP_MEMBERS] or [])
+            if cur is not None:
+                batch.replaced.append(entity_id)
 
     def _state(self, fields: dict[str, Any], owner: str) -> dict[str, Any]:
         """The inventory columns of an entity's new state (its owner, for a listed type)."""
@@ -444,8 +465,9 @@ class _EntityApplier:
             bulk_insert(c, spec.history, b.history)
         if b.events:
             bulk_insert(c, _EVENTS, b.events)
+        if b.replaced:
+            c.execute(delete(_MEMBERS).where(_MEMBERS.c.app_id.in_(b.replaced)))
         if b.members:
-            c.execute(delete(_MEMBERS).where(_MEMBERS.c.app_id.in_(list(b.members))))
             pairs = [
                 {"app_id": app_id, "vm_uuid": vm}
                 for app_id, vms in b.members.items()
@@ -683,7 +705,10 @@ class Appliers:
 
     @classmethod
     def open(cls, conn: Connection, *, run_id: int, target: str, now: datetime) -> Appliers:
-        return cls({t: _EntityApplier(conn, SPECS[t], run_id, target, now) for t in APPLY_ORDER})
+        appliers = {t: _EntityApplier(conn, SPECS[t], run_id, target, now) for t in APPLY_ORDER}
+        for applier in appliers.values():
+            applier.begin_listing()
+        return cls(appliers)
 
     def apply_listed(self, rows: Sequence[StagedRow]) -> bool:
         """Apply a batch of staged rows, references first; False if it repeats an entity (see
