@@ -15,7 +15,6 @@ from sqlalchemy import Engine, Integer, String, column, func, inspect, select, t
 
 #: ``sync_runs`` (models.SyncRun), as far as a mark reads it.
 RUNS = table("sync_runs", column("id", Integer), column("target", String), column("status", String))
-_RUNS = RUNS
 
 __all__ = ["RUNS", "LedgerMark", "ledger_mark", "succeeded_since"]
 
@@ -42,27 +41,27 @@ def ledger_mark(engine: Engine, target: str) -> LedgerMark:
     if file and file != ":memory:" and not Path(file).exists():
         return LedgerMark()
     with engine.connect() as conn:
-        if not inspect(conn).has_table(_RUNS.name):
+        if not inspect(conn).has_table(RUNS.name):
             return LedgerMark()
-        last = conn.execute(select(func.max(_RUNS.c.id))).scalar_one()
+        last = conn.execute(select(func.max(RUNS.c.id))).scalar_one()
         running = conn.execute(
-            select(_RUNS.c.id).where((_RUNS.c.target == target) & (_RUNS.c.status == "running"))
+            select(RUNS.c.id).where((RUNS.c.target == target) & (RUNS.c.status == "running"))
         ).scalars()
         return LedgerMark(int(last or 0), frozenset(int(i) for i in running))
 
 
 def succeeded_since(engine: Engine, target: str, mark: LedgerMark, *, besides: int) -> list[int]:
     """Ids of the target's runs (not ``besides``) that succeeded after ``mark`` was taken."""
-    later = (_RUNS.c.id > mark.last_id) | _RUNS.c.id.in_(sorted(mark.running))
+    later = (RUNS.c.id > mark.last_id) | RUNS.c.id.in_(sorted(mark.running))
     with engine.connect() as conn:
         return [
             int(i)
             for i in conn.execute(
-                select(_RUNS.c.id)
-                .where(_RUNS.c.target == target)
-                .where(_RUNS.c.status == "succeeded")
-                .where(_RUNS.c.id != besides)
+                select(RUNS.c.id)
+                .where(RUNS.c.target == target)
+                .where(RUNS.c.status == "succeeded")
+                .where(RUNS.c.id != besides)
                 .where(later)
-                .order_by(_RUNS.c.id)
+                .order_by(RUNS.c.id)
             ).scalars()
         ]

@@ -130,12 +130,11 @@ def start(
     that has no membership at all, and gives up at an entity met twice, so each is new. Its
     :func:`record_listed` at the end then has nothing left to do, and is skipped.
     """
-    run = run_id
     bulk_insert(
         conn,
         MEMBERSHIPS,
         [
-            dict(zip(MEMBERSHIP_INSERT, (target, entity_type, i, h, run, run), strict=True))
+            dict(zip(MEMBERSHIP_INSERT, (target, entity_type, i, h, run_id, run_id), strict=True))
             for i, h in listed
         ],
     )
