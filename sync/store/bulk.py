@@ -6,13 +6,16 @@ SQLite: ``executemany`` of one INSERT (the sqlite3 module's C loop).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 import orjson
 from sqlalchemy import JSON, Connection, Table, insert
 
 
+@functools.cache
 def _json_columns(table: Table) -> frozenset[str]:
     return frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
 
@@ -49,20 +52,29 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
         conn.execute(insert(table), list(rows))
         return
     columns = list(rows[0])
-    json_cols = _json_columns(table)
-    if json_cols & set(columns):
-        idx = [i for i, c in enumerate(columns) if c in json_cols]
+    values = _getter(columns)
+    idx = [i for i, c in enumerate(columns) if c in _json_columns(table)]
+    if not idx:
+        copy_rows(conn, table, columns, [values(r) for r in rows])
+        return
+    dumps = orjson.dumps
 
-        def encode(row: dict[str, Any]) -> list[Any]:
-            values = [row[c] for c in columns]
-            for i in idx:
-                if values[i] is not None:
-                    values[i] = orjson.dumps(values[i]).decode()
-            return values
+    def encode(row: dict[str, Any]) -> list[Any]:
+        out = list(values(row))
+        for i in idx:
+            if out[i] is not None:
+                out[i] = dumps(out[i]).decode()
+        return out
 
-        copy_rows(conn, table, columns, [encode(r) for r in rows])
-    else:
-        copy_rows(conn, table, columns, [[r[c] for c in columns] for r in rows])
+    copy_rows(conn, table, columns, [encode(r) for r in rows])
+
+
+def _getter(columns: list[str]) -> Callable[[dict[str, Any]], Sequence[Any]]:
+    """A row's values in ``columns`` order, read in C (``itemgetter``), always as a tuple."""
+    if len(columns) == 1:
+        (only,) = columns
+        return lambda row: (row[only],)
+    return itemgetter(*columns)
 
 
 def analyze(conn: Connection, table: Table) -> None:
